@@ -1,0 +1,3 @@
+"""castfinder: find movie characters in streaming video."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,83 @@
+"""Settings for ingest and query, loaded from a YAML preset in configs/ plus overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class IngestConfig:
+    analysis_width: int = 640          # frames are scaled to this width in the decoder
+    sample_fps: float = 5.0            # frames per second kept inside each shot (the report's 5)
+    shot_detector: str = "content"     # content | adaptive
+    shot_threshold: float = 20.0       # ContentDetector threshold (adaptive: adaptive_threshold)
+    shot_min_len_s: float = 0.5        # no cut closer than this to the previous one
+    dedup: str = "consecutive"         # none | consecutive | dbscan
+    dedup_similarity: float = 0.985    # consecutive: drop when similarity to last kept frame >= this
+    dbscan_eps: float = 0.25           # dbscan: cosine distance between face vectors of one cluster
+    face_detector: str = "mtcnn"
+    min_face_px: int = 24              # smallest face side, in analysis pixels
+    min_face_prob: float = 0.9
+    face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
+    frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
+    batch_size: int = 16               # frames per detector / embedder batch
+    batch_timeout_s: float = 0.25      # a partial batch goes after this long (keeps live lag low)
+    queue_size: int = 64               # bounded queues between stages: back-pressure, not memory
+    index_kind: str = "flat"           # flat | hnsw | ivf
+    checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)
+    device: str = "auto"               # auto | cpu | cuda
+    weights_dir: str | None = None     # air-gapped sites: local weights for the hub models
+
+
+@dataclass
+class QueryConfig:
+    top_k: int = 5000
+    fusion: str = "max"
+    use_both: bool = False             # face and frame features for every photo
+    limit: int = 50
+
+
+@dataclass
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+    name: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _apply(section: Any, values: dict[str, Any], where: str) -> None:
+    known = {f.name for f in dataclasses.fields(section)}
+    for key, value in (values or {}).items():
+        if key not in known:
+            raise InputError(f"unknown setting '{where}.{key}' (known: {', '.join(sorted(known))})")
+        setattr(section, key, value)
+
+
+def load_config(name_or_path: str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Load a preset by name (configs/NAME.yaml) or path; None gives the default preset."""
+    cfg = Config()
+    target = name_or_path or "default"
+    path = Path(target)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{target}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise InputError(f"config '{target}' not found (presets: {presets})")
+    data = yaml.safe_load(path.read_text()) or {}
+    cfg.name = data.get("name", path.stem)
+    _apply(cfg.ingest, data.get("ingest", {}), "ingest")
+    _apply(cfg.query, data.get("query", {}), "query")
+    for section, values in (overrides or {}).items():
+        _apply(getattr(cfg, section), values, section)
+    return cfg

@@ -1,0 +1,32 @@
+"""Errors a user can act on. The CLI prints them as one line; the HTTP service maps them to 4xx."""
+
+
+class CastfinderError(Exception):
+    """Base for errors caused by input or environment, never by a bug."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class InputError(CastfinderError):
+    """The source, photo or argument cannot be used (missing, corrupt, wrong kind)."""
+
+
+class NotFoundError(CastfinderError):
+    """An id (video, shot, cluster, feature) that the index does not know."""
+
+    http_status = 404
+
+
+class MissingWeightsError(CastfinderError):
+    """A model's weights are not installed; the message says how to provide them."""
+
+    exit_code = 3
+    http_status = 422
+
+
+class IndexBusyError(CastfinderError):
+    """Another process is writing this index directory."""
+
+    exit_code = 4
+    http_status = 409

@@ -1,0 +1,1 @@
+"""Face detectors and embedders, each behind one small interface (see models.base)."""

@@ -1,0 +1,1 @@
+"""Streaming stages: decode → shots → sample → dedup → (detect → embed → index) pipeline."""

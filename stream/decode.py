@@ -1,0 +1,239 @@
+"""PyAV decoder that streams frames scaled to the analysis size, tolerating damage mid-stream."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from castfinder.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LIVE_PREFIXES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://", "http://", "https://")
+
+
+@dataclass
+class SourceInfo:
+    source: str
+    is_live: bool
+    duration_s: float | None   # None for live sources
+    fps: float
+    width: int                 # analysis size (after scaling)
+    height: int
+    src_width: int
+    src_height: int
+
+
+SMALL_WIDTH = 160  # shot detection works on this width: cuts do not need detail
+
+
+class VideoFrame:
+    """One decoded frame. `small` (BGR, for shot detection) is always made; the analysis-size
+    RGB image only when a later stage asks for it, since most frames are never sampled."""
+
+    __slots__ = ("index", "time_s", "small", "_av", "_size", "_rgb")
+
+    def __init__(self, index: int, time_s: float, small: np.ndarray, av_frame=None,
+                 size: tuple[int, int] | None = None, rgb: np.ndarray | None = None):
+        self.index = index          # frame number in display order from the stream start
+        self.time_s = time_s        # presentation time in seconds from the stream start
+        self.small = small
+        self._av = av_frame
+        self._size = size
+        self._rgb = rgb
+
+    @property
+    def image(self) -> np.ndarray:
+        """H x W x 3 uint8 RGB at analysis size (converted once, then the decoder frame is freed)."""
+        if self._rgb is None:
+            w, h = self._size
+            self._rgb = self._av.to_ndarray(width=w, height=h, format="rgb24")
+            self._av = None
+        return self._rgb
+
+    def release(self) -> None:
+        """Drop the decoder frame of a frame that will not be sampled."""
+        self._av = None
+
+
+def small_bgr(frame: "av.VideoFrame", width: int, height: int) -> np.ndarray:
+    """A small BGR copy for shot detection. For 4:2:0 video the planes are resized directly,
+    which is several times cheaper than asking swscale for a scaled RGB frame."""
+    if frame.format.name in ("yuv420p", "yuvj420p") and frame.width % 2 == 0 and frame.height % 2 == 0:
+        import cv2
+        yuv = frame.to_ndarray()
+        H, W = frame.height, frame.width
+        y = yuv[:H]
+        u = yuv[H:H + H // 4].reshape(H // 2, W // 2)
+        v = yuv[H + H // 4:].reshape(H // 2, W // 2)
+        out = np.empty((height * 3 // 2, width), np.uint8)
+        out[:height] = cv2.resize(y, (width, height), interpolation=cv2.INTER_AREA)
+        out[height:height + height // 4] = cv2.resize(u, (width // 2, height // 2), interpolation=cv2.INTER_AREA).reshape(height // 4, width)
+        out[height + height // 4:] = cv2.resize(v, (width // 2, height // 2), interpolation=cv2.INTER_AREA).reshape(height // 4, width)
+        return cv2.cvtColor(out, cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(width=width, height=height, format="bgr24")
+
+
+@dataclass
+class DecodeStats:
+    frames: int = 0
+    damaged_packets: int = 0
+    damaged_spans: list[tuple[float, float]] = field(default_factory=list)
+
+
+def is_live_source(source: str) -> bool:
+    if source == "-":
+        return True
+    if source.startswith(("http://", "https://")):
+        # a plain file over HTTP has a duration; HLS playlists and streams do not: decided on open
+        return True
+    return source.startswith(LIVE_PREFIXES)
+
+
+def _check_local_path(source: str) -> None:
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{source}: no such file")
+    if path.is_dir():
+        raise InputError(f"{source}: is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{source}: file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{source}: permission denied")
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2.0)) * 2)
+
+
+class VideoDecoder:
+    """Opens a source and yields VideoFrame objects; `stop()` ends the stream from another thread."""
+
+    def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0):
+        self.source = source
+        self.stats = DecodeStats()
+        self._stop = threading.Event()
+        live = is_live_source(source)
+        if not live:
+            _check_local_path(source)
+        target = "pipe:0" if source == "-" else source
+        options = {}
+        if live and source != "-":
+            # network sources: fail fast instead of hanging on an unreachable host
+            options = {"rw_timeout": str(int(open_timeout_s * 1e6)), "timeout": str(int(open_timeout_s * 1e6))}
+        try:
+            if source == "-":
+                import sys
+                self.container = av.open(sys.stdin.buffer, mode="r")
+            else:
+                self.container = av.open(target, mode="r", options=options, timeout=open_timeout_s if live else None)
+        except av.error.FileNotFoundError:
+            raise InputError(f"{source}: no such file or unreachable address") from None
+        except av.error.InvalidDataError:
+            raise InputError(f"{source}: not a video file, or damaged beyond reading (no container found)") from None
+        except (av.error.FFmpegError, OSError) as exc:  # connection refused, timeouts, HTTP errors
+            raise InputError(f"{source}: cannot open ({_reason(exc)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            kinds = ", ".join(sorted({s.type for s in self.container.streams})) or "nothing"
+            raise InputError(f"{source}: has no video stream (contains {kinds})")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"   # frame + slice threading in the codec
+        ctx = self.stream.codec_context
+        if not ctx.width or not ctx.height:
+            self.container.close()
+            raise InputError(f"{source}: video stream has no picture size (damaged header)")
+        fps = float(self.stream.average_rate or self.stream.guessed_rate or 25.0)
+        duration = None
+        if self.stream.duration and self.stream.time_base:
+            duration = float(self.stream.duration * self.stream.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / 1e6
+        self.is_live = live and not (duration and source.startswith(("http://", "https://")) and not source.endswith(".m3u8"))
+        if source.startswith(("rtsp://", "udp://", "rtmp://", "srt://", "tcp://")) or source == "-":
+            self.is_live = True
+        scale = min(1.0, analysis_width / ctx.width)
+        self.width, self.height = _even(ctx.width * scale), _even(ctx.height * scale)
+        self.info = SourceInfo(source, self.is_live, None if self.is_live else duration, fps,
+                               self.width, self.height, ctx.width, ctx.height)
+        self._start_pts = self.stream.start_time or 0
+        # small frame: SMALL_WIDTH wide, height a multiple of 4 (I420 layout needs it)
+        self.small_size = (SMALL_WIDTH, max(4, int(round(SMALL_WIDTH * ctx.height / ctx.width / 4)) * 4))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # closing a broken stream must not hide the real error
+            pass
+
+    def _time_of(self, frame: av.VideoFrame, fallback: float) -> float:
+        if frame.pts is None or frame.time_base is None:
+            return fallback
+        return float((frame.pts - self._start_pts) * frame.time_base)
+
+    def frames(self, start_s: float = 0.0) -> Iterator[VideoFrame]:
+        """Yield frames in display order from `start_s` (a resumed ingest seeks there)."""
+        index = 0
+        fps = self.info.fps
+        if start_s > 0:
+            # seek to the keyframe before start_s, then drop frames until start_s
+            self.container.seek(int(start_s / float(self.stream.time_base)) + self._start_pts,
+                                stream=self.stream, backward=True, any_frame=False)
+            index = -1  # recomputed from the first frame's time
+        last_time = -1.0
+        bad_since: float | None = None
+        packets = self.container.demux(self.stream)
+        while not self._stop.is_set():
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.EOFError:
+                break
+            except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
+                # the container itself is broken here: PyAV cannot resync the demuxer, so stop cleanly
+                log.warning("%s: stream unreadable after %.2f s (%s); stopping there", self.source, max(last_time, 0), _reason(exc))
+                self.stats.damaged_packets += 1
+                self.stats.damaged_spans.append((max(last_time, 0.0), float("inf")))
+                break
+            try:
+                decoded = packet.decode()
+            except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
+                self.stats.damaged_packets += 1
+                if bad_since is None:
+                    bad_since = max(last_time, 0.0)
+                log.debug("damaged packet near %.2f s: %s", last_time, _reason(exc))
+                continue
+            for frame in decoded:
+                t = self._time_of(frame, last_time + 1.0 / fps)
+                if t < start_s - 1e-6:
+                    continue
+                if index < 0:
+                    index = int(round(t * fps))
+                if bad_since is not None:
+                    self.stats.damaged_spans.append((bad_since, t))
+                    log.warning("%s: skipped damaged data between %.2f s and %.2f s", self.source, bad_since, t)
+                    bad_since = None
+                small = small_bgr(frame, *self.small_size)
+                last_time = t
+                self.stats.frames += 1
+                yield VideoFrame(index, t, small, frame, (self.width, self.height))
+                index += 1
+        if bad_since is not None:
+            self.stats.damaged_spans.append((bad_since, max(last_time, bad_since)))
+            log.warning("%s: stream ends in damaged data after %.2f s", self.source, bad_since)
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split("\n")[0][:200]
