@@ -1,0 +1,167 @@
+"""`castfinder` command line: ingest, videos, shots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from .config import load_config
+from .errors import CastfinderError
+from .timefmt import hms
+
+log = logging.getLogger("castfinder")
+
+
+def _progress_bar(job):
+    from tqdm import tqdm
+
+    total = job.info.duration_s
+    bar = tqdm(total=round(total, 1) if total else None, unit="s", unit_scale=False, dynamic_ncols=True,
+               desc="ingest", bar_format=("{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s video "
+                                          "[{elapsed}<{remaining}{postfix}]") if total else None,
+               disable=None)
+
+    def update(p: dict) -> None:
+        bar.n = round(p["indexed_until_s"], 1)
+        bar.set_postfix_str(f"{p['realtime_factor']:.2f}x real time, {p['vectors']} vectors", refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_ingest(args) -> int:
+    from index.store import IndexStore
+    from stream.metrics import start_metrics_server
+    from stream.pipeline import IngestJob, Models
+
+    overrides = {}
+    if args.weights_dir:
+        overrides["weights_dir"] = args.weights_dir
+    if args.device:
+        overrides["device"] = args.device
+    cfg = load_config(args.config, {"ingest": overrides})
+    if args.metrics_port:
+        start_metrics_server(args.metrics_port, args.metrics_host)
+    store = IndexStore(args.index, writable=True, kind=cfg.ingest.index_kind)
+    try:
+        models = Models(cfg.ingest)
+        job = IngestJob(args.source, store, cfg.ingest, models, force=args.force)
+        bar, update = _progress_bar(job)
+        job.progress = update
+
+        def on_signal(signum, frame):
+            print("\nstopping: closing the current shot and saving...", file=sys.stderr)
+            job.stop()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        result = job.run()
+        bar.close()
+    finally:
+        store.close()
+    if result.reused:
+        print(f"video {result.video_id} already indexed ({result.shots} shots, {result.vectors} vectors); "
+              f"reusing it (--force rebuilds)")
+    else:
+        print(f"video {result.video_id}: {result.status}, {result.indexed_until_s:.1f} s indexed in {result.wall_s:.1f} s "
+              f"({result.realtime_factor:.2f}x real time); {result.shots} shots, {result.frames} frames kept "
+              f"({result.frames_dropped} near-duplicates dropped of {result.frames_sampled} sampled), "
+              f"{result.faces} faces, {result.vectors} vectors")
+        for start, end in result.damaged_spans:
+            print(f"  damaged data skipped: {hms(start)} - {hms(end) if end != float('inf') else 'end'}")
+    if args.show_shots:
+        _print_shots(args.index, result.video_id)
+    return 0
+
+
+def _print_shots(index_dir: str, video_id: int, as_json: bool = False) -> None:
+    from index.store import IndexStore
+
+    store = IndexStore(index_dir)
+    row = store.catalogue.video(video_id)
+    if row is None:
+        from .errors import NotFoundError
+        raise NotFoundError(f"no video with id {video_id} in {index_dir}")
+    shots = store.catalogue.shots(video_id)
+    if as_json:
+        print(json.dumps([{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
+                           "faces": s["n_faces"], "closed": bool(s["closed"])} for s in shots], indent=1))
+        return
+    print(f"video {video_id}: {row['name']} ({row['status']})")
+    print(f"{'shot':>5}  {'start':>12}  {'end':>12}  {'frames':>6}  {'faces':>5}")
+    for s in shots:
+        print(f"{s['idx']:>5}  {hms(s['start_s'])}  {hms(s['end_s'])}  {s['n_frames']:>6}  {s['n_faces']:>5}"
+              + ("" if s["closed"] else "  (open)"))
+
+
+def cmd_shots(args) -> int:
+    _print_shots(args.index, args.video, args.json)
+    return 0
+
+
+def cmd_videos(args) -> int:
+    from index.store import IndexStore
+
+    store = IndexStore(args.index)
+    rows = store.catalogue.videos()
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("id", "name", "source", "status", "duration_s", "indexed_until_s")}
+                          for r in rows], indent=1))
+        return 0
+    for r in rows:
+        c = store.catalogue.counts(r["id"])
+        print(f"{r['id']:>3}  {r['status']:<9}  {hms(r['indexed_until_s'])} / {hms(r['duration_s'])}  "
+              f"{c['shots']:>4} shots  {c['faces']:>5} faces  {r['name']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="castfinder", description="Find movie characters in streaming video.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="index a video file or live stream")
+    ing.add_argument("source", help="file path, rtsp://, http(s)://, udp://, or - for stdin")
+    ing.add_argument("--index", required=True, help="index directory (created if missing)")
+    ing.add_argument("--config", help="preset name in configs/ or a YAML path (default: default)")
+    ing.add_argument("--force", action="store_true", help="rebuild this video even if already indexed")
+    ing.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default: auto)")
+    ing.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
+    ing.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    ing.add_argument("--metrics-host", default="127.0.0.1")
+    ing.add_argument("--show-shots", action="store_true", help="print the shot table afterwards")
+    ing.set_defaults(func=cmd_ingest)
+
+    sh = sub.add_parser("shots", help="list the shots of an indexed video")
+    sh.add_argument("--index", required=True)
+    sh.add_argument("--video", type=int, default=1)
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_shots)
+
+    vid = sub.add_parser("videos", help="list indexed videos")
+    vid.add_argument("--index", required=True)
+    vid.add_argument("--json", action="store_true")
+    vid.set_defaults(func=cmd_videos)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("libav").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except CastfinderError as exc:
+        print(f"castfinder: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("castfinder: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Vector store, SQLite catalogue and search over an index directory."""

@@ -1,0 +1,210 @@
+"""SQLite catalogue of videos, shots, frames, faces and vectors (WAL: readers never block the writer).
+
+It is the source of truth: every vector is stored here too, so a FAISS file can always be
+rebuilt. Ingest commits one batch at a time, so a killed ingest loses at most one batch."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS videos (
+    id INTEGER PRIMARY KEY, source TEXT NOT NULL, fingerprint TEXT NOT NULL, name TEXT,
+    status TEXT NOT NULL, is_live INTEGER NOT NULL, duration_s REAL, fps REAL, width INTEGER, height INTEGER,
+    indexed_until_s REAL DEFAULT 0, frames_decoded INTEGER DEFAULT 0, frames_sampled INTEGER DEFAULT 0,
+    frames_dropped INTEGER DEFAULT 0, damaged_packets INTEGER DEFAULT 0, damaged_spans TEXT DEFAULT '[]',
+    error TEXT, config TEXT, created_at REAL, updated_at REAL);
+CREATE INDEX IF NOT EXISTS videos_fp ON videos(fingerprint);
+CREATE TABLE IF NOT EXISTS shots (
+    video_id INTEGER NOT NULL, idx INTEGER NOT NULL, start_frame INTEGER, end_frame INTEGER,
+    start_s REAL, end_s REAL, closed INTEGER DEFAULT 0, PRIMARY KEY (video_id, idx));
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY, video_id INTEGER NOT NULL, shot_idx INTEGER NOT NULL,
+    frame_idx INTEGER NOT NULL, time_s REAL NOT NULL, n_faces INTEGER DEFAULT 0);
+CREATE INDEX IF NOT EXISTS frames_shot ON frames(video_id, shot_idx);
+CREATE TABLE IF NOT EXISTS faces (
+    id INTEGER PRIMARY KEY, frame_id INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+    prob REAL, landmarks TEXT);
+CREATE INDEX IF NOT EXISTS faces_frame ON faces(frame_id);
+CREATE TABLE IF NOT EXISTS vectors (
+    id INTEGER PRIMARY KEY, feature TEXT NOT NULL, video_id INTEGER NOT NULL, frame_id INTEGER NOT NULL,
+    face_id INTEGER, vec BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS vectors_feature ON vectors(feature, id);
+CREATE INDEX IF NOT EXISTS vectors_video ON vectors(video_id);
+"""
+
+
+class Catalogue:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self.conn.executescript(SCHEMA)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    # --- videos -------------------------------------------------------------------------------
+    def find_video(self, fingerprint: str):
+        return self.conn.execute("SELECT * FROM videos WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
+                                 (fingerprint,)).fetchone()
+
+    def create_video(self, source: str, fingerprint: str, name: str, info, config: dict) -> int:
+        now = time.time()
+        cur = self.conn.execute(
+            "INSERT INTO videos (source, fingerprint, name, status, is_live, duration_s, fps, width, height,"
+            " config, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (source, fingerprint, name, "ingesting", int(info.is_live), info.duration_s, info.fps,
+             info.width, info.height, json.dumps(config), now, now))
+        return int(cur.lastrowid)
+
+    def update_video(self, video_id: int, **fields) -> None:
+        if "damaged_spans" in fields:
+            fields["damaged_spans"] = json.dumps(fields["damaged_spans"])
+        fields["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.conn.execute(f"UPDATE videos SET {cols} WHERE id=?", (*fields.values(), video_id))
+
+    def video(self, video_id: int):
+        return self.conn.execute("SELECT * FROM videos WHERE id=?", (video_id,)).fetchone()
+
+    def videos(self) -> list:
+        return self.conn.execute("SELECT * FROM videos ORDER BY id").fetchall()
+
+    def shots(self, video_id: int) -> list:
+        return self.conn.execute(
+            "SELECT s.*, (SELECT COUNT(*) FROM frames f WHERE f.video_id=s.video_id AND f.shot_idx=s.idx) AS n_frames,"
+            " (SELECT COALESCE(SUM(n_faces),0) FROM frames f WHERE f.video_id=s.video_id AND f.shot_idx=s.idx) AS n_faces"
+            " FROM shots s WHERE video_id=? ORDER BY idx", (video_id,)).fetchall()
+
+    def counts(self, video_id: int) -> dict:
+        c = self.conn
+        return {
+            "shots": c.execute("SELECT COUNT(*) FROM shots WHERE video_id=? AND closed=1", (video_id,)).fetchone()[0],
+            "frames": c.execute("SELECT COUNT(*) FROM frames WHERE video_id=?", (video_id,)).fetchone()[0],
+            "faces": c.execute("SELECT COUNT(*) FROM faces JOIN frames ON faces.frame_id=frames.id WHERE frames.video_id=?",
+                               (video_id,)).fetchone()[0],
+            "vectors": c.execute("SELECT COUNT(*) FROM vectors WHERE video_id=?", (video_id,)).fetchone()[0],
+        }
+
+    # --- ingest writes ------------------------------------------------------------------------
+    def open_shot(self, video_id: int, idx: int, start_frame: int, start_s: float) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO shots (video_id, idx, start_frame, end_frame, start_s, end_s, closed)"
+                          " VALUES (?,?,?,?,?,?,0)", (video_id, idx, start_frame, start_frame + 1, start_s, start_s))
+
+    def close_shot(self, video_id: int, shot) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO shots (video_id, idx, start_frame, end_frame, start_s, end_s, closed)"
+                          " VALUES (?,?,?,?,?,?,1)", (video_id, shot.index, shot.start_frame, shot.end_frame,
+                                                      shot.start_s, shot.end_s))
+
+    def add_frames(self, video_id: int, records: list) -> list[tuple[str, int, np.ndarray]]:
+        """Insert frames, their faces and vectors in one transaction.
+        records: (shot_idx, frame_idx, time_s, faces, {feature: frame_vector}, {feature: face_vectors}).
+        Returns (feature, vector_id, vector) for the FAISS indexes."""
+        out = []
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for shot_idx, frame_idx, time_s, faces, frame_vecs, face_vecs in records:
+                frame_id = c.execute("INSERT INTO frames (video_id, shot_idx, frame_idx, time_s, n_faces) VALUES (?,?,?,?,?)",
+                                     (video_id, shot_idx, frame_idx, time_s, len(faces))).lastrowid
+                # the open shot grows as frames arrive, so mid-ingest searches can name its span
+                c.execute("UPDATE shots SET end_s=MAX(end_s, ?), end_frame=MAX(end_frame, ?) WHERE video_id=? AND idx=? AND closed=0",
+                          (time_s, frame_idx + 1, video_id, shot_idx))
+                face_ids = []
+                for face in faces:
+                    face_ids.append(c.execute(
+                        "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks) VALUES (?,?,?,?,?,?,?)",
+                        (frame_id, *map(float, face.box), face.prob, json.dumps(np.round(face.landmarks, 1).tolist()))).lastrowid)
+                for feature, vec in frame_vecs.items():
+                    vid = c.execute("INSERT INTO vectors (feature, video_id, frame_id, face_id, vec) VALUES (?,?,?,NULL,?)",
+                                    (feature, video_id, frame_id, vec.astype(np.float32).tobytes())).lastrowid
+                    out.append((feature, vid, vec))
+                for feature, vecs in face_vecs.items():
+                    for face_id, vec in zip(face_ids, vecs):
+                        vid = c.execute("INSERT INTO vectors (feature, video_id, frame_id, face_id, vec) VALUES (?,?,?,?,?)",
+                                        (feature, video_id, frame_id, face_id, vec.astype(np.float32).tobytes())).lastrowid
+                        out.append((feature, vid, vec))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return out
+
+    def delete_from_shot(self, video_id: int, shot_idx: int) -> list[int]:
+        """Remove shot `shot_idx` and everything after it (an ingest resumes there). Returns the
+        vector ids removed, for the FAISS indexes."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            frame_ids = [r[0] for r in c.execute("SELECT id FROM frames WHERE video_id=? AND shot_idx>=?", (video_id, shot_idx))]
+            vec_ids = []
+            for i in range(0, len(frame_ids), 500):
+                chunk = frame_ids[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                vec_ids += [r[0] for r in c.execute(f"SELECT id FROM vectors WHERE frame_id IN ({marks})", chunk)]
+                c.execute(f"DELETE FROM vectors WHERE frame_id IN ({marks})", chunk)
+                c.execute(f"DELETE FROM faces WHERE frame_id IN ({marks})", chunk)
+            c.execute("DELETE FROM frames WHERE video_id=? AND shot_idx>=?", (video_id, shot_idx))
+            c.execute("DELETE FROM shots WHERE video_id=? AND idx>=?", (video_id, shot_idx))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return vec_ids
+
+    def delete_video(self, video_id: int) -> list[int]:
+        ids = self.delete_from_shot(video_id, 0)
+        self.conn.execute("DELETE FROM videos WHERE id=?", (video_id,))
+        return ids
+
+    # --- reads for search and reconciliation --------------------------------------------------
+    def vectors_after(self, feature: str, after_id: int, batch: int = 4096):
+        """Yield (ids, vectors) of a feature with id > after_id, in id order."""
+        last = after_id
+        while True:
+            rows = self.conn.execute("SELECT id, vec FROM vectors WHERE feature=? AND id>? ORDER BY id LIMIT ?",
+                                     (feature, last, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], np.int64)
+            vecs = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+            yield ids, vecs
+            last = int(ids[-1])
+
+    def feature_stats(self, feature: str) -> tuple[int, int]:
+        row = self.conn.execute("SELECT COUNT(*), COALESCE(MAX(id), -1) FROM vectors WHERE feature=?", (feature,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def vector_rows(self, ids) -> dict[int, sqlite3.Row]:
+        ids = [int(i) for i in ids if i >= 0]
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                    f"SELECT v.id, v.video_id, v.frame_id, v.face_id, f.shot_idx, f.time_s, f.frame_idx"
+                    f" FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.id IN ({marks})", chunk):
+                out[r["id"]] = r
+        return out
+
+    def get_meta(self, key: str, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, json.dumps(value)))

@@ -1,0 +1,81 @@
+"""One FAISS index per feature name, ids = catalogue vector ids, guarded by a reader/writer lock.
+
+The SQLite catalogue is the source of truth (it holds every vector); the FAISS file is a cache
+saved at checkpoints. On open, vectors the file lacks (a killed ingest) are appended from the
+catalogue, and a file with ids the catalogue lacks is rebuilt, so nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .rwlock import RWLock
+
+ADD_CHUNK = 256  # vectors per write-lock hold: searches wait at most one chunk
+
+
+def _new_index(dim: int, kind: str) -> faiss.Index:
+    if kind == "flat":
+        base = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        base = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efSearch = 128
+    else:
+        raise ValueError(f"unknown index kind '{kind}' (flat, hnsw)")
+    return faiss.IndexIDMap2(base)
+
+
+class FeatureIndex:
+    def __init__(self, path: Path, dim: int, kind: str = "flat"):
+        self.path = Path(path)
+        self.dim, self.kind = dim, kind
+        self.lock = RWLock()
+        self.max_id = -1
+        if self.path.exists():
+            self.index = faiss.read_index(str(self.path))
+            meta = json.loads(self.path.with_suffix(".json").read_text()) if self.path.with_suffix(".json").exists() else {}
+            self.max_id = int(meta.get("max_id", -1))
+            if self.index.d != dim or meta.get("ntotal", -1) != self.index.ntotal:
+                self.index, self.max_id = _new_index(dim, kind), -1
+        else:
+            self.index = _new_index(dim, kind)
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        for i in range(0, len(ids), ADD_CHUNK):
+            with self.lock.write():
+                self.index.add_with_ids(vectors[i:i + ADD_CHUNK], ids[i:i + ADD_CHUNK])
+        if len(ids):
+            self.max_id = max(self.max_id, int(ids.max()))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if self.kind == "hnsw":  # HNSW cannot remove: the caller rebuilds from the catalogue
+            raise NotImplementedError
+        with self.lock.write():
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with self.lock.read():
+            k = min(k, max(1, self.index.ntotal))
+            if self.index.ntotal == 0:
+                return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            scores, ids = self.index.search(queries, k)
+        return scores, ids
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with self.lock.read():  # writing the file reads the index: fine alongside searches
+            faiss.write_index(self.index, str(tmp))
+            meta = {"ntotal": int(self.index.ntotal), "max_id": self.max_id, "dim": self.dim, "kind": self.kind}
+        os.replace(tmp, self.path)
+        self.path.with_suffix(".json").write_text(json.dumps(meta))

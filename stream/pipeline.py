@@ -1,0 +1,350 @@
+"""The staged ingest pipeline. Four threads joined by bounded queues (a slow stage makes the
+ones before it wait instead of growing memory):
+
+  source:  decode → shots → sample → consecutive dedup
+  detect:  MTCNN on batches of frames
+  embed:   frame embedders on every kept frame, face embedders on every face
+  write:   SQLite commit, then FAISS add (searchable at once), shot bookkeeping, checkpoints
+
+Torch, OpenCV, dlib and FAISS release the GIL, so the stages overlap on separate cores."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from castfinder.config import IngestConfig
+from castfinder.errors import CastfinderError
+from index.store import IndexStore
+from models.mtcnn_detector import MTCNNDetector
+from models.registry import make_face_embedder, make_frame_embedder
+
+from . import metrics as M
+from .decode import VideoDecoder
+from .dedup import ConsecutiveDeduplicator, dbscan_keep
+from .sampling import ShotSampler
+from .shots import FrameInShot, ShotClosed, ShotSegmenter
+
+log = logging.getLogger(__name__)
+END = object()
+
+
+@dataclass
+class ShotOpened:
+    index: int
+    start_frame: int
+    start_s: float
+
+
+@dataclass
+class Batch:
+    items: list          # (shot_idx, VideoFrame)
+    faces: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+
+
+@dataclass
+class IngestResult:
+    video_id: int
+    status: str
+    reused: bool = False
+    shots: int = 0
+    frames: int = 0
+    faces: int = 0
+    vectors: int = 0
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    frames_dropped: int = 0
+    indexed_until_s: float = 0.0
+    wall_s: float = 0.0
+    damaged_spans: list = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.indexed_until_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Models:
+    """Loaded once per process and shared by every ingest (no per-video reloads)."""
+
+    def __init__(self, cfg: IngestConfig):
+        kw = {"device": cfg.device}
+        self.detector = MTCNNDetector(min_face_px=cfg.min_face_px, min_prob=cfg.min_face_prob, device=cfg.device)
+        self.face = [make_face_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.face_embedders]
+        self.frame = [make_frame_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.frame_embedders]
+
+
+def fingerprint(source: str) -> str:
+    if os.path.isfile(source):
+        st = os.stat(source)
+        return f"file:{os.path.abspath(source)}:{st.st_size}:{int(st.st_mtime)}"
+    return f"live:{source}:{time.time():.0f}"  # a live source is a new recording each time
+
+
+class IngestJob:
+    def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
+                 force: bool = False, progress: Callable[[dict], None] | None = None):
+        self.source, self.store, self.cfg, self.models = source, store, cfg, models
+        self.force, self.progress = force, progress
+        self.stop_event = threading.Event()
+        self.decoder = VideoDecoder(source, cfg.analysis_width)  # bad input fails here, before any write
+        self.info = self.decoder.info
+        self.video_id: int | None = None
+        self.label = "0"
+        self.error: BaseException | None = None
+        self.result: IngestResult | None = None
+        self.status = "starting"
+
+    def stop(self) -> None:
+        """Stop cleanly: the current shot is closed, everything flushed and saved."""
+        self.stop_event.set()
+        self.decoder.stop()
+
+    # --- setup --------------------------------------------------------------------------------
+    def _prepare(self) -> tuple[float, int] | None:
+        """Create or find the video row. Returns (start_s, first_shot) or None when reusable."""
+        cat = self.store.catalogue
+        fp = fingerprint(self.source)
+        row = cat.find_video(fp)
+        if row is not None and self.force:
+            self.store.remove_vectors(cat.delete_video(row["id"]))
+            row = None
+        if row is not None and row["status"] == "done":
+            self.video_id = row["id"]
+            return None
+        if row is not None:
+            # an earlier ingest was killed or stopped: keep its closed shots, redo from the open one
+            self.video_id = row["id"]
+            closed = [s for s in cat.shots(row["id"]) if s["closed"]]
+            first_shot = (closed[-1]["idx"] + 1) if closed else 0
+            start_s = closed[-1]["end_s"] if closed else 0.0
+            self.store.remove_vectors(cat.delete_from_shot(row["id"], first_shot))
+            cat.update_video(row["id"], status="ingesting", error=None)
+            log.info("resuming video %s from shot %d (%.2f s)", row["id"], first_shot, start_s)
+            return start_s, first_shot
+        name = Path(self.source).name if os.path.isfile(self.source) else self.source
+        self.video_id = cat.create_video(self.source, fp, name, self.info, {"ingest": self.cfg.__dict__})
+        return 0.0, 0
+
+    # --- stages -------------------------------------------------------------------------------
+    def _source_stage(self, out: queue.Queue, start_s: float, first_shot: int) -> None:
+        cfg, label = self.cfg, self.label
+        seg = ShotSegmenter(self.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s, first_shot)
+        sampler = ShotSampler(cfg.sample_fps)
+        dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
+        opened = first_shot - 1
+        pending: list = []
+
+        def flush_pending():
+            if pending:
+                out.put(Batch(list(pending)))
+                pending.clear()
+
+        def handle(events):
+            nonlocal opened
+            for ev in events:
+                if isinstance(ev, FrameInShot):
+                    if ev.shot != opened:
+                        flush_pending()
+                        out.put(ShotOpened(ev.shot, ev.frame.index, ev.frame.time_s))
+                        opened = ev.shot
+                    if sampler.keep(ev.shot, ev.frame.time_s):
+                        M.FRAMES_SAMPLED.labels(label).inc()
+                        self.sampled += 1
+                        if dedup.keep(ev.shot, ev.frame.small):
+                            ev.frame.image  # convert now, in this thread, while the decoder frame is alive
+                            pending.append((ev.shot, ev.frame))
+                            if len(pending) >= cfg.batch_size or time.monotonic() - self._batch_started > cfg.batch_timeout_s:
+                                flush_pending()
+                                self._batch_started = time.monotonic()
+                        else:
+                            M.FRAMES_DROPPED.labels(label).inc()
+                            ev.frame.release()
+                    else:
+                        ev.frame.release()
+                else:
+                    flush_pending()
+                    out.put(ev)
+
+        self._batch_started = time.monotonic()
+        try:
+            for frame in self.decoder.frames(start_s):
+                M.FRAMES_DECODED.labels(label).inc()
+                handle(seg.push(frame))
+            handle(seg.flush())
+            flush_pending()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.dropped = dedup.dropped
+            M.DAMAGED_PACKETS.labels(label).inc(self.decoder.stats.damaged_packets)
+            out.put(END)
+
+    def _detect_stage(self, inp: queue.Queue, out: queue.Queue) -> None:
+        self._stage_loop(inp, out, "detect", self._detect)
+
+    def _embed_stage(self, inp: queue.Queue, out: queue.Queue) -> None:
+        self._stage_loop(inp, out, "embed", self._embed)
+
+    def _stage_loop(self, inp, out, name, fn) -> None:
+        while True:
+            item = inp.get()
+            M.QUEUE_DEPTH.labels(name).set(inp.qsize())
+            if item is END:
+                out.put(END)
+                return
+            if isinstance(item, Batch) and self.error is None:
+                t0 = time.perf_counter()
+                try:
+                    fn(item)
+                except BaseException as exc:  # stop the source; the writer reports the error
+                    self.error = exc
+                    self.stop()
+                    continue
+                M.STAGE_SECONDS.labels(name).observe(time.perf_counter() - t0)
+                M.STAGE_BATCH.labels(name).observe(len(item.items))
+            out.put(item)
+
+    def _detect(self, batch: Batch) -> None:
+        batch.faces = self.models.detector.detect([f.image for _, f in batch.items])
+        M.FACES_DETECTED.labels(self.label).inc(sum(len(f) for f in batch.faces))
+
+    def _embed(self, batch: Batch) -> None:
+        images = [f.image for _, f in batch.items]
+        frame_vecs = {e.name: e.embed_frames(images) for e in self.models.frame}
+        face_vecs = {e.name: e.embed_batch(list(zip(images, batch.faces))) for e in self.models.face}
+        for i, ((shot, frame), faces) in enumerate(zip(batch.items, batch.faces)):
+            batch.records.append((shot, frame.index, frame.time_s, faces,
+                                  {k: v[i] for k, v in frame_vecs.items()},
+                                  {k: v[i] for k, v in face_vecs.items()}))
+        batch.items = [(s, None) for s, _ in batch.items]  # free the images early
+
+    def _write(self, records: list) -> None:
+        if not records:
+            return
+        n = self.store.add_records(self.video_id, records)
+        self.vectors += n
+        M.VECTORS_INDEXED.labels(self.label, "all").inc(n)
+
+    def _dbscan_filter(self, records: list) -> list:
+        """Method 2: keep the frames that own the best face of each face cluster of the shot."""
+        if not records or not self.models.face:
+            return records
+        feature = self.models.face[0].name
+        owners, vecs, quality = [], [], []
+        for r, rec in enumerate(records):
+            for j, face in enumerate(rec[3]):
+                owners.append(r)
+                vecs.append(rec[5][feature][j])
+                quality.append(face.prob * face.size)
+        if not vecs:
+            return records[:1]
+        keep = {owners[k] for k in dbscan_keep(np.stack(vecs), np.array(quality), self.cfg.dbscan_eps)}
+        kept = [rec for r, rec in enumerate(records) if r in keep]
+        self.dropped += len(records) - len(kept)
+        return kept
+
+    # --- run ----------------------------------------------------------------------------------
+    def run(self) -> IngestResult:
+        t_start = time.monotonic()
+        plan = self._prepare()
+        cat = self.store.catalogue
+        self.label = str(self.video_id)
+        if plan is None:
+            self.decoder.close()
+            self.status = "done"
+            self.result = self._summary(reused=True, wall=0.0)
+            return self.result
+        start_s, first_shot = plan
+        self.sampled = self.dropped = self.vectors = 0
+        self.status = "ingesting"
+        q1, q2, q3 = (queue.Queue(self.cfg.queue_size) for _ in range(3))
+        threads = [threading.Thread(target=self._source_stage, args=(q1, start_s, first_shot), name="cf-source", daemon=True),
+                   threading.Thread(target=self._detect_stage, args=(q1, q2), name="cf-detect", daemon=True),
+                   threading.Thread(target=self._embed_stage, args=(q2, q3), name="cf-embed", daemon=True)]
+        for t in threads:
+            t.start()
+        indexed_until = start_s
+        shot_buffer: list = []
+        try:
+            while True:
+                item = q3.get()
+                M.QUEUE_DEPTH.labels("write").set(q3.qsize())
+                if item is END:
+                    break
+                if self.error is not None:
+                    continue  # drain so the stages can finish
+                t0 = time.perf_counter()
+                if isinstance(item, ShotOpened):
+                    cat.open_shot(self.video_id, item.index, item.start_frame, item.start_s)
+                elif isinstance(item, ShotClosed):
+                    if self.cfg.dedup == "dbscan":
+                        self._write(self._dbscan_filter(shot_buffer))
+                        shot_buffer = []
+                    cat.close_shot(self.video_id, item.shot)
+                    indexed_until = max(indexed_until, item.shot.end_s)
+                    M.SHOTS_CLOSED.labels(self.label).inc()
+                    self._report(indexed_until, t_start, start_s)
+                    self.store.checkpoint(every_s=self.cfg.checkpoint_every_s)
+                elif isinstance(item, Batch):
+                    if self.cfg.dedup == "dbscan":
+                        shot_buffer.extend(item.records)
+                    else:
+                        self._write(item.records)
+                    if item.records:
+                        indexed_until = max(indexed_until, item.records[-1][2])
+                    self._report(indexed_until, t_start, start_s)
+                M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
+        finally:
+            for t in threads:
+                t.join(timeout=30)
+            self.decoder.close()
+        wall = time.monotonic() - t_start
+        stats = self.decoder.stats
+        if self.error is not None:
+            status = "failed"
+            M.INGEST_ERRORS.labels(type(self.error).__name__).inc()
+        elif self.stop_event.is_set():
+            status = "stopped"
+        else:
+            status = "done"
+        cat.update_video(self.video_id, status=status, indexed_until_s=indexed_until,
+                         frames_decoded=stats.frames, frames_sampled=self.sampled, frames_dropped=self.dropped,
+                         damaged_packets=stats.damaged_packets, damaged_spans=stats.damaged_spans,
+                         error=None if self.error is None else str(self.error)[:500])
+        self.store.checkpoint(force=True)
+        self.status = status
+        self.result = self._summary(reused=False, wall=wall)
+        if self.error is not None:
+            if isinstance(self.error, CastfinderError):
+                raise self.error
+            raise RuntimeError(f"ingest failed: {self.error}") from self.error
+        return self.result
+
+    def _report(self, indexed_until: float, t_start: float, start_s: float) -> None:
+        wall = max(1e-6, time.monotonic() - t_start)
+        rtf = (indexed_until - start_s) / wall
+        M.REALTIME_FACTOR.labels(self.label).set(rtf)
+        M.INDEXED_SECONDS.labels(self.label).set(indexed_until)
+        M.record_gpu()
+        self.indexed_until = indexed_until
+        if self.progress:
+            self.progress({"video_id": self.video_id, "indexed_until_s": indexed_until, "realtime_factor": rtf,
+                           "duration_s": self.info.duration_s, "frames_decoded": self.decoder.stats.frames,
+                           "vectors": self.vectors})
+
+    def _summary(self, reused: bool, wall: float) -> IngestResult:
+        row = self.store.catalogue.video(self.video_id)
+        counts = self.store.catalogue.counts(self.video_id)
+        import json
+        return IngestResult(self.video_id, row["status"], reused, counts["shots"], counts["frames"], counts["faces"],
+                            counts["vectors"], row["frames_decoded"], row["frames_sampled"], row["frames_dropped"],
+                            row["indexed_until_s"] or 0.0, wall, json.loads(row["damaged_spans"] or "[]"))
