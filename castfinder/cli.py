@@ -47,8 +47,9 @@ def cmd_ingest(args) -> int:
         start_metrics_server(args.metrics_port, args.metrics_host)
     store = IndexStore(args.index, writable=True, kind=cfg.ingest.index_kind)
     try:
-        models = Models(cfg.ingest)
-        job = IngestJob(args.source, store, cfg.ingest, models, force=args.force)
+        # open the source first: bad input is reported before seconds of model loading
+        job = IngestJob(args.source, store, cfg.ingest, None, force=args.force)
+        job.models = Models(cfg.ingest)
         bar, update = _progress_bar(job)
         job.progress = update
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv and installs castfinder with everything it needs, on a fresh machine.
+# facenet-pytorch pins torch<2.3 and numpy<2, which cannot be met here: it goes in with --no-deps
+# (we use only its MTCNN weights and nets, which work with torch 2.14).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+pip install -q --upgrade pip setuptools wheel
+pip install -q -r requirements/base.txt
+pip install -q --no-deps facenet-pytorch==2.6.0
+pip install -q --no-deps -e .
+python -c "import torch, torchvision, av, faiss, dlib, facenet_pytorch, scenedetect; print('castfinder environment ready: torch', torch.__version__, '| cuda', torch.cuda.is_available())"

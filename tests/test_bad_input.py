@@ -1,0 +1,105 @@
+"""Bad sources: one clear line and a non-zero exit, never a traceback; damaged data is skipped."""
+
+import shutil
+import wave
+
+import pytest
+
+from index.store import IndexStore
+
+from conftest import clip, run_cli
+
+
+def assert_clean_error(result, *words):
+    assert result.returncode not in (0, 1), (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("castfinder: error:"), result.stderr
+    for w in words:
+        assert w in line, line
+
+
+def make_wav(path):
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x00\x01" * 8000)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "text", "empty", "audio"])
+def test_bad_source(tmp_path, kind):
+    src = tmp_path / "input"
+    words = []
+    if kind == "directory":
+        src.mkdir()
+        words = ["directory"]
+    elif kind == "text":
+        src.write_text("this is not a video\n" * 100)
+        words = ["not a video"]
+    elif kind == "empty":
+        src.write_bytes(b"")
+        words = ["empty"]
+    elif kind == "audio":
+        src = tmp_path / "sound.wav"
+        make_wav(src)
+        words = ["no video stream"]
+    else:
+        words = ["no such file"]
+    result = run_cli("ingest", src, "--index", tmp_path / "idx", timeout=120)
+    assert_clean_error(result, *words)
+
+
+def test_unreachable_url(tmp_path):
+    result = run_cli("ingest", "rtsp://127.0.0.1:9/none", "--index", tmp_path / "idx", timeout=120)
+    assert_clean_error(result, "cannot open")
+
+
+def test_truncated_file_indexes_what_is_there_or_fails_cleanly(tmp_path):
+    data = clip("herapheri").read_bytes()
+    src = tmp_path / "half.mp4"
+    src.write_bytes(data[: len(data) // 2])
+    result = run_cli("ingest", src, "--index", tmp_path / "idx", timeout=300)
+    assert "Traceback" not in result.stderr
+    if result.returncode != 0:
+        assert_clean_error(result)
+    else:
+        store = IndexStore(tmp_path / "idx")
+        assert store.catalogue.counts(1)["frames"] > 0
+
+
+def test_damage_in_the_middle_is_skipped(tmp_path):
+    data = bytearray(clip("friends").read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 20000] = bytes(20000)  # overwrite 20 kB in the middle with zeros
+    src = tmp_path / "damaged.mp4"
+    src.write_bytes(bytes(data))
+    result = run_cli("ingest", src, "--index", tmp_path / "idx", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    store = IndexStore(tmp_path / "idx")
+    row = store.catalogue.video(1)
+    assert row["indexed_until_s"] > 14  # decoded past the damage to the end
+    assert row["damaged_packets"] > 0 and "damaged data skipped" in result.stdout
+
+
+def test_unknown_config_and_busy_index(tmp_path):
+    assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path, "--config", "nope"), "not found")
+    writer = IndexStore(tmp_path / "busy", writable=True)
+    try:
+        assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path / "busy"), "another process")
+    finally:
+        writer.close()
+    assert_clean_error(run_cli("shots", "--index", tmp_path / "none"), "no index")
+
+
+def test_metrics_port_in_use(tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path, "--metrics-port", port), "metrics")
+    finally:
+        s.close()
