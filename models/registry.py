@@ -1,4 +1,5 @@
-"""Embedder names → constructors. Only models with real loading code are listed."""
+"""Embedder names → constructors. Offline defaults first; the others need their weights
+(downloaded when online, or a --weights-dir) and say so clearly when they are missing."""
 
 from __future__ import annotations
 
@@ -12,22 +13,47 @@ def _dlib(**kw):
     return DlibResnetEmbedder(**kw)
 
 
+def _facenet(**kw):
+    from .facenet import FacenetEmbedder
+    return FacenetEmbedder(**kw)
+
+
+def _arcface(**kw):
+    from .arcface import ArcFaceEmbedder
+    return ArcFaceEmbedder(**kw)
+
+
 def _effnet(**kw):
     from .effnet import EffNetLite0Embedder
     return EffNetLite0Embedder(**kw)
 
 
-FACE_EMBEDDERS = {"dlib-resnet": _dlib}
-FRAME_EMBEDDERS = {"effnet-lite0": _effnet}
+def _clip(name):
+    def make(**kw):
+        from .clip import ClipEmbedder
+        return ClipEmbedder(name, **kw)
+    return make
+
+
+def _beit(pooling):
+    def make(**kw):
+        from .beit import BeitEmbedder
+        return BeitEmbedder(pooling, **kw)
+    return make
+
+
+FACE_EMBEDDERS = {"dlib-resnet": _dlib, "facenet-vggface2": _facenet, "arcface": _arcface}
+FRAME_EMBEDDERS = {"effnet-lite0": _effnet, "clip-vit-b32": _clip("clip-vit-b32"), "clip-rn101": _clip("clip-rn101"),
+                   "beit-cls": _beit("cls"), "beit-mean": _beit("mean")}
 
 
 def make_face_embedder(name: str, **kw) -> FaceEmbedder:
     if name not in FACE_EMBEDDERS:
-        raise InputError(f"unknown face embedder '{name}' (available: {', '.join(FACE_EMBEDDERS)})")
+        raise InputError(f"unknown face embedder '{name}' (known: {', '.join(FACE_EMBEDDERS)})")
     return FACE_EMBEDDERS[name](**kw)
 
 
 def make_frame_embedder(name: str, **kw) -> FrameEmbedder:
     if name not in FRAME_EMBEDDERS:
-        raise InputError(f"unknown frame embedder '{name}' (available: {', '.join(FRAME_EMBEDDERS)})")
+        raise InputError(f"unknown frame embedder '{name}' (known: {', '.join(FRAME_EMBEDDERS)})")
     return FRAME_EMBEDDERS[name](**kw)

@@ -1,0 +1,112 @@
+"""Ingest throughput on a dev clip with the offline defaults: the staged pipeline vs a plain
+sequential loop (decode → sample → dedup → detect → embed → index, one frame at a time, same
+models), measured in one run so the ratio is fair on a noisy machine.
+
+    python benchmarks/bench_ingest.py [--clip friends] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from castfinder.config import load_config  # noqa: E402
+from index.store import IndexStore  # noqa: E402
+from stream import metrics as M  # noqa: E402
+from stream.decode import VideoDecoder  # noqa: E402
+from stream.dedup import ConsecutiveDeduplicator  # noqa: E402
+from stream.pipeline import IngestJob, Models  # noqa: E402
+from stream.sampling import ShotSampler  # noqa: E402
+from stream.shots import FrameInShot, ShotSegmenter  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "dev"
+
+
+def run_pipeline(src: str, cfg, models) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        store = IndexStore(d, writable=True)
+        t0 = time.perf_counter()
+        result = IngestJob(src, store, cfg, models).run()
+        wall = time.perf_counter() - t0
+        store.close()
+    return {"wall_s": wall, "video_s": result.indexed_until_s, "frames": result.frames, "faces": result.faces,
+            "rtf": result.indexed_until_s / wall}
+
+
+def run_sequential(src: str, cfg, models) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        store = IndexStore(d, writable=True)
+        t0 = time.perf_counter()
+        dec = VideoDecoder(src, cfg.analysis_width)
+        vid = store.catalogue.create_video(src, f"bench:{time.time()}", "bench", dec.info, {})
+        seg = ShotSegmenter(dec.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s)
+        sampler, dedup = ShotSampler(cfg.sample_fps), ConsecutiveDeduplicator(cfg.dedup_similarity)
+        frames = faces_n = 0
+        last_t = 0.0
+
+        def process(events):
+            nonlocal frames, faces_n
+            for ev in events:
+                if not isinstance(ev, FrameInShot):
+                    continue
+                if not (sampler.keep(ev.shot, ev.frame.time_s) and dedup.keep(ev.shot, ev.frame.small)):
+                    continue
+                image = ev.frame.image
+                faces = models.detector.detect([image])[0]
+                frame_vecs = {e.name: e.embed_frames([image])[0] for e in models.frame}
+                face_vecs = {e.name: e.embed_faces(image, faces) for e in models.face}
+                store.add_records(vid, [(ev.shot, ev.frame.index, ev.frame.time_s, faces, frame_vecs, face_vecs)])
+                frames += 1
+                faces_n += len(faces)
+
+        for f in dec.frames():
+            last_t = f.time_s
+            process(seg.push(f))
+        process(seg.flush())
+        wall = time.perf_counter() - t0
+        store.close()
+    return {"wall_s": wall, "video_s": last_t, "frames": frames, "faces": faces_n, "rtf": last_t / wall}
+
+
+def stage_throughput() -> dict:
+    out = {}
+    for metric in M.STAGE_SECONDS.collect():
+        sums = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_sum")}
+        counts = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_count")}
+    for metric in M.STAGE_BATCH.collect():
+        frames = {s.labels["stage"]: s.value for s in metric.samples if s.name.endswith("_sum")}
+    for stage, busy in sums.items():
+        n = frames.get(stage)
+        out[stage] = {"busy_s": round(busy, 2), "batches": int(counts[stage]),
+                      "frames_per_busy_s": round(n / busy, 1) if n and busy else None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clip", default="friends")
+    ap.add_argument("--config", default="default")
+    args = ap.parse_args()
+    cfg = load_config(args.config).ingest
+    src = str(DATA / args.clip / "video.mp4")
+    models = Models(cfg)
+    run_pipeline(str(DATA / "herapheri" / "video.mp4"), cfg, models)  # warm-up: lazy inits, caches
+    pipe = run_pipeline(src, cfg, models)
+    stages = stage_throughput()
+    seq = run_sequential(src, cfg, models)
+    report = {"clip": args.clip, "pipeline": pipe, "sequential": seq,
+              "pipeline_vs_sequential": pipe["rtf"] / seq["rtf"], "stages_including_warmup": stages}
+    print(json.dumps(report, indent=1))
+    print(f"\n{args.clip}: pipeline {pipe['rtf']:.2f}x real time, sequential loop {seq['rtf']:.2f}x; "
+          f"ratio {report['pipeline_vs_sequential']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
