@@ -301,6 +301,7 @@ class IngestJob:
                         self._write(item.records)
                     if item.records:
                         indexed_until = max(indexed_until, item.records[-1][2])
+                        cat.update_video(self.video_id, indexed_until_s=indexed_until)
                     self._report(indexed_until, t_start, start_s)
                 M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
         finally:
