@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from castfinder.errors import InputError
 
-RANX_METHODS = ("rrf", "combsum", "combmnz", "combmax", "combmed", "combanz", "isr", "log_isr")
+# our names → ranx's (the unsupervised ones: no training runs needed)
+RANX_METHODS = {"rrf": "rrf", "combsum": "sum", "combmnz": "mnz", "combmax": "max", "combmed": "med",
+                "combanz": "anz", "borda": "bordafuse", "condorcet": "condorcet", "isr": "isr", "log_isr": "log_isr"}
 METHODS = ("max", "frequency", *RANX_METHODS)
 
 ShotKey = tuple[int, int]  # (video_id, shot index)
@@ -52,7 +54,7 @@ def _ranx_fuse(runs: list[dict[ShotKey, float]], method: str) -> list[tuple[Shot
 
     ranx_runs = [Run({"q": {_key(k): float(s) for k, s in run.items()}}, name=f"photo{i}") for i, run in enumerate(runs)]
     norm = "min-max" if method.startswith("comb") else None
-    fused = ranx_fuse(runs=ranx_runs, norm=norm, method=method)
+    fused = ranx_fuse(runs=ranx_runs, norm=norm, method=RANX_METHODS[method])
     scores = fused.to_dict().get("q", {})
     return sorted(((_unkey(k), float(s)) for k, s in scores.items()), key=lambda kv: (-kv[1], kv[0]))
 
