@@ -1,7 +1,7 @@
 """MTCNN face detection with the P/R/O-Net weights that ship inside the facenet-pytorch wheel.
 
 The three-stage cascade is run here rather than through facenet-pytorch's detect_face: the image
-pyramid and the per-candidate crops are done with OpenCV and the nets run channels-last. On 2 CPU
+pyramid is built with OpenCV, candidate crops with one batched roi_align, and the nets run channels-last. On 2 CPU
 cores that is several times faster (most of facenet-pytorch's time went into one torch
 `interpolate` call per candidate box)."""
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, roi_align
 
 from .base import Face, FaceDetector
 from .device import configure_cpu_threads, resolve_device
@@ -66,23 +66,6 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, thresh: float) -> list[int]:
         overlap = inter / np.minimum(area[i], area[rest])
         order = rest[overlap <= thresh]
     return keep
-
-
-def _crops(images: list[np.ndarray], image_ids: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Square crops resized to size x size, zero-padded where a box leaves the image."""
-    out = np.zeros((len(boxes), size, size, 3), np.uint8)
-    for k, (i, b) in enumerate(zip(image_ids, boxes)):
-        img = images[i]
-        h, w = img.shape[:2]
-        x1, y1, x2, y2 = (int(v) for v in np.round(b[:4]))
-        if x2 <= x1 or y2 <= y1:
-            continue
-        patch = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-        if sx2 > sx1 and sy2 > sy1:
-            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = img[sy1:sy2, sx1:sx2]
-        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-    return out
 
 
 class MTCNNDetector(FaceDetector):
@@ -148,14 +131,23 @@ class MTCNNDetector(FaceDetector):
                         boxes[:, 2] + reg[:, 2] * w_, boxes[:, 3] + reg[:, 3] * h_, boxes[:, 4]], 1)
         return _square(out), ids
 
+    def _roi_crops(self, full: torch.Tensor, ids: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+        """All candidate crops in one batched bilinear resample; parts of a box outside the image
+        read as 0 (mid-grey after normalisation). Replaces one cv2.resize call per candidate."""
+        rois = torch.from_numpy(np.concatenate([ids[:, None].astype(np.float32), boxes[:, :4].astype(np.float32)], 1))
+        crops = roi_align(full, rois.to(full.device), output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=False)
+        return crops.contiguous(memory_format=self._fmt)
+
     @torch.inference_mode()
     def _detect_same_size(self, images: list[np.ndarray]) -> list[list[Face]]:
+        full = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
+        full = ((full - 127.5) * 0.0078125).contiguous()
         boxes, ids = self._stage1(images)
         result: list[list[Face]] = [[] for _ in images]
         if len(boxes) == 0:
             return result
         # stage 2: R-Net refines and rejects
-        reg, prob = self.rnet(self._tensor(_crops(images, ids, boxes, 24)))
+        reg, prob = self.rnet(self._roi_crops(full, ids, boxes, 24))
         score = prob[:, 1].cpu().numpy()
         ok = score > self.thresholds[1]
         boxes, ids, reg = boxes[ok], ids[ok], reg.cpu().numpy()[ok]
@@ -166,7 +158,7 @@ class MTCNNDetector(FaceDetector):
         if len(boxes) == 0:
             return result
         # stage 3: O-Net gives the final box, score and 5 landmarks
-        reg, points, prob = self.onet(self._tensor(_crops(images, ids, boxes, 48)))
+        reg, points, prob = self.onet(self._roi_crops(full, ids, boxes, 48))
         score = prob[:, 1].cpu().numpy()
         ok = score > self.thresholds[2]
         boxes, ids = boxes[ok], ids[ok]
