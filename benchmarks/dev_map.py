@@ -28,8 +28,9 @@ def main() -> None:
     ap.add_argument("--index-root", default=str(ROOT / "out" / "dev-indexes"))
     ap.add_argument("--fusion", default="max")
     ap.add_argument("--both", action="store_true")
+    ap.add_argument("--config", default="default")
     args = ap.parse_args()
-    cfg = load_config("default")
+    cfg = load_config(args.config)
     models = Models(cfg.ingest)
     rows = []
     for clip_dir in sorted(p for p in DEV.iterdir() if (p / "refs").is_dir()):

@@ -27,6 +27,7 @@ class IngestConfig:
     face_detector: str = "mtcnn"
     min_face_px: int = 24              # smallest face side, in analysis pixels
     min_face_prob: float = 0.9
+    mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
     batch_size: int = 16               # frames per detector / embedder batch

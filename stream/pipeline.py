@@ -77,7 +77,8 @@ class Models:
 
     def __init__(self, cfg: IngestConfig):
         kw = {"device": cfg.device}
-        self.detector = MTCNNDetector(min_face_px=cfg.min_face_px, min_prob=cfg.min_face_prob, device=cfg.device)
+        self.detector = MTCNNDetector(min_face_px=cfg.min_face_px, min_prob=cfg.min_face_prob, device=cfg.device,
+                                      thresholds=tuple(cfg.mtcnn_thresholds))
         self.face = [make_face_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.face_embedders]
         self.frame = [make_frame_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.frame_embedders]
 
