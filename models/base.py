@@ -42,9 +42,19 @@ class Embedder(ABC):
 class FrameEmbedder(Embedder):
     kind = "frame"
 
-    @abstractmethod
     def embed_frames(self, images: list[np.ndarray]) -> np.ndarray:
-        """(n, dim) vectors for RGB uint8 images."""
+        """(n, dim) L2-normalised vectors for RGB uint8 images, run in batches of batch_size."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        import torch
+
+        with torch.inference_mode():
+            out = [self._forward(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return l2_normalise(np.concatenate(out))
+
+    @abstractmethod
+    def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        """Raw features of one batch (at most batch_size images)."""
 
 
 class FaceEmbedder(Embedder):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import FrameEmbedder, l2_normalise
+from .base import FrameEmbedder
 from .device import configure_cpu_threads, resolve_device
 from .preprocess import batch_tensor
 from .weights import find_local, missing, offline
@@ -52,14 +52,8 @@ class BeitEmbedder(FrameEmbedder):
         self.mean, self.std = cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3)
         self.model = model.eval().to(self.device)
 
-    @torch.inference_mode()
-    def embed_frames(self, images: list[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = batch_tensor(images[i:i + self.batch_size], 224, self.mean, self.std, self.device, center_crop=True)
-            tokens = self.model.forward_features(x)  # (n, 1 + patches, 768), final norm applied
-            pooled = tokens[:, 0] if self.pooling == "cls" else tokens[:, 1:].mean(dim=1)
-            out.append(pooled.float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+    def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        x = batch_tensor(images, 224, self.mean, self.std, self.device, center_crop=True)
+        tokens = self.model.forward_features(x)  # (n, 1 + patches, 768), final norm applied
+        pooled = tokens[:, 0] if self.pooling == "cls" else tokens[:, 1:].mean(dim=1)
+        return pooled.float().cpu().numpy()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import FrameEmbedder, l2_normalise
+from .base import FrameEmbedder
 from .device import configure_cpu_threads, resolve_device
 from .preprocess import batch_tensor
 from .weights import find_local, missing, offline
@@ -46,12 +46,6 @@ class ClipEmbedder(FrameEmbedder):
         self.model = model.eval()
         self.size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
 
-    @torch.inference_mode()
-    def embed_frames(self, images: list[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = batch_tensor(images[i:i + self.batch_size], self.size, CLIP_MEAN, CLIP_STD, self.device, center_crop=True)
-            out.append(self.model.encode_image(x).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+    def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        x = batch_tensor(images, self.size, CLIP_MEAN, CLIP_STD, self.device, center_crop=True)
+        return self.model.encode_image(x).float().cpu().numpy()

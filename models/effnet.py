@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import FrameEmbedder, l2_normalise
+from .base import FrameEmbedder
 from .device import configure_cpu_threads, resolve_device
+from .preprocess import batch_tensor
 from .weights import MissingWeightsError
 
 INPUT_SIZE = 224
@@ -51,18 +52,8 @@ class EffNetLite0Embedder(FrameEmbedder):
         self._fmt = fmt
         self.model = model.eval().to(self.device, memory_format=fmt)
 
-    @torch.inference_mode()
-    def embed_frames(self, images: list[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        import cv2
-
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            # the whole frame squeezed to 224x224: cropping would cut people at the frame edges
-            batch = np.stack([cv2.resize(im, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
-                              for im in images[i:i + self.batch_size]])
-            x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float()
-            x = ((x / 127.5) - 1.0).contiguous(memory_format=self._fmt)  # Lite models: mean 0.5, std 0.5
-            out.append(self.model(x).float().cpu().numpy())
-        return l2_normalise(np.concatenate(out))
+    def _forward(self, images: list[np.ndarray]) -> np.ndarray:
+        # the whole frame squeezed to 224x224: cropping would cut people at the frame edges;
+        # Lite models were trained with mean 0.5, std 0.5
+        x = batch_tensor(images, INPUT_SIZE, (0.5,) * 3, (0.5,) * 3, self.device, memory_format=self._fmt)
+        return self.model(x).float().cpu().numpy()
