@@ -63,13 +63,12 @@ class IndexStore:
             elif name not in dims:
                 dims[name] = dim
                 self.catalogue.set_meta("feature_dims", dims)
-            index = FeatureIndex(self.dir / "faiss" / f"{name}.index", dim, self.kind)
+            path = self.dir / "faiss" / f"{name}.index"
+            index = FeatureIndex(path, dim, self.kind)
             count, max_id = self.catalogue.feature_stats(name)
             if index.max_id > max_id or index.ntotal > count:
                 # the file has vectors the catalogue lost (rolled back): rebuild from the catalogue
-                index = FeatureIndex(self.dir / "faiss" / f"{name}.missing", dim, self.kind)
-                index.path = self.dir / "faiss" / f"{name}.index"
-                index.max_id = -1
+                index = FeatureIndex(path, dim, self.kind, load=False)
             for ids, vecs in self.catalogue.vectors_after(name, index.max_id):
                 index.add(ids, vecs)
             self.features[name] = index

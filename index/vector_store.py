@@ -30,12 +30,13 @@ def _new_index(dim: int, kind: str) -> faiss.Index:
 
 
 class FeatureIndex:
-    def __init__(self, path: Path, dim: int, kind: str = "flat"):
+    def __init__(self, path: Path, dim: int, kind: str = "flat", load: bool = True):
+        """load=False starts empty even if a file exists (it is overwritten at the next save)."""
         self.path = Path(path)
         self.dim, self.kind = dim, kind
         self.lock = RWLock()
         self.max_id = -1
-        if self.path.exists():
+        if load and self.path.exists():
             self.index = faiss.read_index(str(self.path))
             meta = json.loads(self.path.with_suffix(".json").read_text()) if self.path.with_suffix(".json").exists() else {}
             self.max_id = int(meta.get("max_id", -1))

@@ -90,3 +90,21 @@ def test_stale_faiss_file_is_reconciled_from_catalogue(friends_index, tmp_path):
     stale.add(ids, vecs)
     stale.save()
     assert IndexStore(dst).feature("effnet-lite0").ntotal == full
+
+
+def test_faiss_file_ahead_of_catalogue_is_rebuilt(friends_index, tmp_path):
+    import shutil
+    src, _ = friends_index
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    store = IndexStore(dst)
+    full = store.feature("effnet-lite0").ntotal
+    # vectors in the file that the catalogue never committed (ids past its last one) force a rebuild
+    ahead = FeatureIndex(dst / "faiss" / "effnet-lite0.index", 1280)
+    extra = np.random.default_rng(1).standard_normal((3, 1280)).astype(np.float32)
+    ahead.add(np.array([10_000_000, 10_000_001, 10_000_002]), extra)
+    ahead.save()
+    rebuilt = IndexStore(dst).feature("effnet-lite0")
+    assert rebuilt.ntotal == full
+    _, ids = rebuilt.search(extra[:1], 5)
+    assert (ids < 10_000_000).all()
