@@ -75,13 +75,17 @@ def test_rwlock_excludes_writers_from_readers():
     assert not bad
 
 
-def test_stale_faiss_file_is_reconciled_from_catalogue(friends_index, tmp_path):
+def copy_of_index(friends_index, tmp_path):
+    """A private copy of the friends index, and its effnet vector count, to damage safely."""
     import shutil
-    src, _ = friends_index
     dst = tmp_path / "copy"
-    shutil.copytree(src, dst)
+    shutil.copytree(friends_index[0], dst)
     store = IndexStore(dst)
-    full = store.feature("effnet-lite0").ntotal
+    return dst, store, store.feature("effnet-lite0").ntotal
+
+
+def test_stale_faiss_file_is_reconciled_from_catalogue(friends_index, tmp_path):
+    dst, store, full = copy_of_index(friends_index, tmp_path)
     # a FAISS file saved before the last vectors (as after kill -9) is topped up on open
     stale = FeatureIndex(dst / "faiss" / "effnet-lite0.index", 1280)
     stale.index.reset()
@@ -93,12 +97,7 @@ def test_stale_faiss_file_is_reconciled_from_catalogue(friends_index, tmp_path):
 
 
 def test_faiss_file_ahead_of_catalogue_is_rebuilt(friends_index, tmp_path):
-    import shutil
-    src, _ = friends_index
-    dst = tmp_path / "copy"
-    shutil.copytree(src, dst)
-    store = IndexStore(dst)
-    full = store.feature("effnet-lite0").ntotal
+    dst, _, full = copy_of_index(friends_index, tmp_path)
     # vectors in the file that the catalogue never committed (ids past its last one) force a rebuild
     ahead = FeatureIndex(dst / "faiss" / "effnet-lite0.index", 1280)
     extra = np.random.default_rng(1).standard_normal((3, 1280)).astype(np.float32)
