@@ -120,68 +120,49 @@ def cmd_videos(args) -> int:
     return 0
 
 
-def _parse_features(spec: str | None, store) -> tuple[str | None, str | None]:
-    from models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS
-    from .errors import InputError
-
-    indexed = store.indexed_features()
-    face = next((n for n in indexed if n in FACE_EMBEDDERS), None)
-    frame = next((n for n in indexed if n in FRAME_EMBEDDERS), None)
-    for part in filter(None, (spec or "").split(",")):
-        kind, _, name = part.partition("=")
-        if kind not in ("face", "frame") or not name:
-            raise InputError(f"--features: expected face=NAME,frame=NAME, got '{part}'")
-        known = FACE_EMBEDDERS if kind == "face" else FRAME_EMBEDDERS
-        if name not in known:
-            raise InputError(f"unknown {kind} feature '{name}' (known: {', '.join(known)})")
-        if name not in indexed:
-            raise InputError(f"feature '{name}' is not in this index (indexed: {', '.join(indexed) or 'none'})")
-        if kind == "face":
-            face = name
-        else:
-            frame = name
-    if face is None and frame is None:
-        raise InputError("nothing is indexed yet: run `castfinder ingest` first")
-    return face, frame
-
-
 def cmd_query(args) -> int:
-    from index.search import indexed_until, photo_vectors, search_shots
     from index.store import IndexStore
-    from models.mtcnn_detector import MTCNNDetector
     from models.photo import load_photo
-    from models.registry import make_face_embedder, make_frame_embedder
 
-    cfg = load_config(args.config)
+    from .querying import QueryEngine
+
+    overrides = {"weights_dir": args.weights_dir} if args.weights_dir else {}
+    cfg = load_config(args.config, {"ingest": overrides})
     store = IndexStore(args.index)
-    face_name, frame_name = _parse_features(args.features, store)
-    photos = [(p, load_photo(p)) for p in args.photos]
-    detector = MTCNNDetector(min_face_px=20, min_prob=cfg.ingest.min_face_prob, device=cfg.ingest.device)
-    kw = {"device": cfg.ingest.device, "weights_dir": cfg.ingest.weights_dir}
-    face_emb = make_face_embedder(face_name, **kw) if face_name else None
-    frame_emb = make_frame_embedder(frame_name, **kw) if frame_name else None
-    queries = photo_vectors(photos, detector, face_emb, frame_emb, use_both=args.both)
-    hits = search_shots(store, queries, top_k=args.top_k or cfg.query.top_k, fusion=args.fusion or cfg.query.fusion,
-                        video_id=args.video, limit=args.limit)
+    photos = [(str(p), load_photo(p), None) for p in args.photos]
+    engine = QueryEngine(store, cfg)
+    doc, hits = engine.query(photos, character=args.character, video_id=args.video, features=args.features,
+                             use_both=args.both or None, top_k=args.top_k, fusion=args.fusion, limit=args.limit)
     if args.thumbnails:
         from .thumbnails import write_thumbnails
         write_thumbnails(store, hits, args.thumbnails)
-    doc = {"character": args.character, "video": args.video, "indexed_until_s": indexed_until(store, args.video),
-           "fusion": args.fusion or cfg.query.fusion,
-           "queries": [{"photo": q.photo, "feature": q.feature, "kind": q.kind, "note": q.note} for q in queries],
-           "results": [{"video": h.video_id, "shot": h.shot, "start_s": round(h.start_s, 3), "end_s": round(h.end_s, 3),
-                        "score": h.score, "best_frame_s": round(h.best_frame_s, 3), "photos": h.photos} for h in hits]}
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
-    for q in queries:
-        print(f"  {q.photo}: {q.kind} features ({q.feature}){' - ' + q.note if q.note and q.note != 'face' else ''}",
+    for q in doc["queries"]:
+        print(f"  {q['photo']}: {q['kind']} features ({q['feature']}){' - ' + q['note'] if q['note'] and q['note'] != 'face' else ''}",
               file=sys.stderr)
     print(f"{args.character or 'query'}: {len(hits)} shots (indexed until {hms(doc['indexed_until_s'])})")
     print(f"{'video':>5} {'shot':>5}  {'start':>12}  {'end':>12}  {'score':>8}  {'best frame':>12}  photos")
     for h in hits:
         print(f"{h.video_id:>5} {h.shot:>5}  {hms(h.start_s)}  {hms(h.end_s)}  {h.score:8.4f}  {hms(h.best_frame_s)}  "
               f"{', '.join(Path(p).name for p in h.photos)}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from .service import serve
+
+    overrides = {}
+    if args.weights_dir:
+        overrides["weights_dir"] = args.weights_dir
+    if args.device:
+        overrides["device"] = args.device
+    cfg = load_config(args.config, {"ingest": overrides})
+    serve(args.index, cfg, host=args.host, port=args.port, token=args.token or os.environ.get("CASTFINDER_TOKEN"),
+          max_upload_mb=args.max_upload_mb)
     return 0
 
 
@@ -213,15 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--video", type=int, help="only this video (default: all)")
     q.add_argument("--character", help="name shown in the output")
     q.add_argument("--photos", nargs="+", required=True, help="sample photos of the character")
-    q.add_argument("--features", help="face=NAME,frame=NAME (default: the index's own)")
+    q.add_argument("--features", help="face=NAME,frame=NAME; NAME may be none (default: the index's own)")
     q.add_argument("--both", action="store_true", help="use face and frame features for every photo")
     q.add_argument("--top-k", type=int, help="hits per photo (default 5000)")
     q.add_argument("--fusion", help="max | frequency | rrf | combsum | combmnz | combmax | combmed | combanz | borda | condorcet | isr | log_isr (default max)")
     q.add_argument("--limit", type=int, help="at most this many shots")
     q.add_argument("--thumbnails", help="write one JPEG per shot (best frame, face boxed) here")
     q.add_argument("--config", help="preset for model settings")
+    q.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)
+
+    srv = sub.add_parser("serve", help="HTTP service: ingest, query, thumbnails, metrics (docs at /docs)")
+    srv.add_argument("--index", required=True, help="index directory (created if missing)")
+    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set CASTFINDER_TOKEN)")
+    srv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted (default 10 MB)")
+    srv.add_argument("--config", help="preset name in configs/ or a YAML path (default: default)")
+    srv.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    srv.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
+    srv.set_defaults(func=cmd_serve)
 
     vid = sub.add_parser("videos", help="list indexed videos")
     vid.add_argument("--index", required=True)

@@ -30,3 +30,15 @@ class IndexBusyError(CastfinderError):
 
     exit_code = 4
     http_status = 409
+
+
+class NothingIndexedError(CastfinderError):
+    """A query arrived before any vector was indexed."""
+
+    http_status = 409
+
+
+class TooLargeError(CastfinderError):
+    """An upload over the size limit."""
+
+    http_status = 413

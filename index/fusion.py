@@ -3,7 +3,13 @@ ranx's rank/score fusion methods (rrf, combsum, combmnz, ...)."""
 
 from __future__ import annotations
 
+import threading
+
 from castfinder.errors import InputError
+
+# numba's default (workqueue) threading layer aborts the whole process when two threads enter a
+# parallel kernel at once, and ranx's fusions are parallel kernels: one fusion at a time.
+_RANX_LOCK = threading.Lock()
 
 # our names → ranx's (the unsupervised ones: no training runs needed)
 RANX_METHODS = {"rrf": "rrf", "combsum": "sum", "combmnz": "mnz", "combmax": "max", "combmed": "med",
@@ -29,7 +35,7 @@ def fuse(per_photo: list[dict[ShotKey, float]], method: str = "max") -> list[tup
     runs = [r for r in per_photo if r]
     if not runs:
         return []
-    if method == "max" or len(runs) == 1 and method in ("max", "frequency"):
+    if method == "max" or len(runs) == 1:  # one photo: every fusion is that photo's own ranking
         fused: dict[ShotKey, float] = {}
         for run in runs:
             for k, s in run.items():
@@ -54,7 +60,8 @@ def _ranx_fuse(runs: list[dict[ShotKey, float]], method: str) -> list[tuple[Shot
 
     ranx_runs = [Run({"q": {_key(k): float(s) for k, s in run.items()}}, name=f"photo{i}") for i, run in enumerate(runs)]
     norm = "min-max" if method.startswith("comb") else None
-    fused = ranx_fuse(runs=ranx_runs, norm=norm, method=RANX_METHODS[method])
+    with _RANX_LOCK:
+        fused = ranx_fuse(runs=ranx_runs, norm=norm, method=RANX_METHODS[method])
     scores = fused.to_dict().get("q", {})
     return sorted(((_unkey(k), float(s)) for k, s in scores.items()), key=lambda kv: (-kv[1], kv[0]))
 

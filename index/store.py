@@ -26,6 +26,7 @@ class IndexStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "faiss").mkdir(exist_ok=True)
         self._lock_file = None
+        self.writable = writable
         if writable:
             self._take_writer_lock()
         self.catalogue = Catalogue(self.dir / "catalogue.sqlite")

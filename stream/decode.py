@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -38,13 +39,14 @@ class VideoFrame:
     """One decoded frame. `small` (BGR, for shot detection) is always made; the analysis-size
     RGB image only when a later stage asks for it, since most frames are never sampled."""
 
-    __slots__ = ("index", "time_s", "small", "_av", "_size", "_rgb")
+    __slots__ = ("index", "time_s", "small", "decoded_at", "_av", "_size", "_rgb")
 
     def __init__(self, index: int, time_s: float, small: np.ndarray, av_frame=None,
                  size: tuple[int, int] | None = None, rgb: np.ndarray | None = None):
         self.index = index          # frame number in display order from the stream start
         self.time_s = time_s        # presentation time in seconds from the stream start
         self.small = small
+        self.decoded_at = time.monotonic()  # for the freshness-lag metric (decode → searchable)
         self._av = av_frame
         self._size = size
         self._rgb = rgb

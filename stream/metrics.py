@@ -19,14 +19,42 @@ STAGE_BATCH = Histogram("castfinder_stage_batch_size", "Frames per batch in a st
 QUEUE_DEPTH = Gauge("castfinder_queue_depth", "Items waiting between stages", ["queue"])
 REALTIME_FACTOR = Gauge("castfinder_realtime_factor", "Video seconds indexed per wall second", ["video"])
 INDEXED_SECONDS = Gauge("castfinder_indexed_until_seconds", "Video time indexed so far", ["video"])
+FRESHNESS_SECONDS = Histogram("castfinder_freshness_lag_seconds", "From a frame's decode to its vectors being searchable",
+                              buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30))
+QUERIES = Counter("castfinder_queries_total", "Queries answered, by outcome (ok, client_error, server_error)", ["outcome"])
+QUERY_SECONDS = Histogram("castfinder_query_seconds", "Query latency, photos to fused shots",
+                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+HTTP_REQUESTS = Counter("castfinder_http_requests_total", "HTTP requests by route and status class", ["route", "status"])
+INGESTS_RUNNING = Gauge("castfinder_ingests_running", "Ingest jobs running in this process")
 GPU_MEMORY = Gauge("castfinder_gpu_memory_bytes", "CUDA memory allocated by this process")
+GPU_UTILISATION = Gauge("castfinder_gpu_utilization_ratio", "GPU busy fraction over the last sample (NVML)", ["gpu"])
+GPU_MEMORY_USED = Gauge("castfinder_gpu_memory_used_bytes", "GPU memory in use on the device (NVML, all processes)", ["gpu"])
+
+_nvml = None  # None: not tried yet; False: unavailable
+
+
+def _nvml_handles():
+    global _nvml
+    if _nvml is None:
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            _nvml = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # no driver, no GPU: metrics stay absent
+            _nvml = False
+    return _nvml or []
 
 
 def record_gpu() -> None:
     try:
         import torch
-        if torch.cuda.is_available():
-            GPU_MEMORY.set(torch.cuda.memory_allocated())
+        if not torch.cuda.is_available():
+            return
+        GPU_MEMORY.set(torch.cuda.memory_allocated())
+        import pynvml
+        for i, handle in enumerate(_nvml_handles()):
+            GPU_UTILISATION.labels(str(i)).set(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+            GPU_MEMORY_USED.labels(str(i)).set(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
     except Exception:  # metrics must never break ingest
         pass
 

@@ -49,6 +49,7 @@ class Batch:
     items: list          # (shot_idx, VideoFrame)
     faces: list = field(default_factory=list)
     records: list = field(default_factory=list)
+    decoded_at: float = 0.0  # monotonic time the oldest frame was decoded
 
 
 @dataclass
@@ -103,6 +104,9 @@ class IngestJob:
         self.error: BaseException | None = None
         self.result: IngestResult | None = None
         self.status = "starting"
+        self.indexed_until = 0.0
+        self.realtime_factor = 0.0
+        self.t_started = time.time()
 
     def stop(self) -> None:
         """Stop cleanly: the current shot is closed, everything flushed and saved."""
@@ -110,6 +114,11 @@ class IngestJob:
         self.decoder.stop()
 
     # --- setup --------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Find or create the video row now (the service answers with its id before the run)."""
+        if not hasattr(self, "_plan"):
+            self._plan = self._prepare()
+
     def _prepare(self) -> tuple[float, int] | None:
         """Create or find the video row. Returns (start_s, first_shot) or None when reusable."""
         cat = self.store.catalogue
@@ -146,7 +155,7 @@ class IngestJob:
 
         def flush_pending():
             if pending:
-                out.put(Batch(list(pending)))
+                out.put(Batch(list(pending), decoded_at=pending[0][1].decoded_at))
                 pending.clear()
 
         def handle(events):
@@ -256,7 +265,8 @@ class IngestJob:
     # --- run ----------------------------------------------------------------------------------
     def run(self) -> IngestResult:
         t_start = time.monotonic()
-        plan = self._prepare()
+        self.prepare()
+        plan = self._plan
         cat = self.store.catalogue
         self.label = str(self.video_id)
         if plan is None:
@@ -300,6 +310,8 @@ class IngestJob:
                         shot_buffer.extend(item.records)
                     else:
                         self._write(item.records)
+                        if item.records:
+                            M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
                     if item.records:
                         indexed_until = max(indexed_until, item.records[-1][2])
                         cat.update_video(self.video_id, indexed_until_s=indexed_until)
@@ -338,6 +350,7 @@ class IngestJob:
         M.INDEXED_SECONDS.labels(self.label).set(indexed_until)
         M.record_gpu()
         self.indexed_until = indexed_until
+        self.realtime_factor = rtf
         if self.progress:
             self.progress({"video_id": self.video_id, "indexed_until_s": indexed_until, "realtime_factor": rtf,
                            "duration_s": self.info.duration_s, "frames_decoded": self.decoder.stats.frames,

@@ -1,0 +1,124 @@
+"""One query engine for the CLI and the HTTP service: models loaded once, photo vectors cached by
+content (a page that re-asks the same photos as ingest grows pays for detection once)."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+from index.search import QueryVector, ShotHit, indexed_until, photo_vectors, search_shots
+from index.store import IndexStore
+from models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS, make_face_embedder, make_frame_embedder
+
+from .config import Config
+from .errors import InputError, NothingIndexedError
+
+
+def parse_features(spec: str | None, indexed: dict[str, int]) -> tuple[str | None, str | None]:
+    """'face=NAME,frame=NAME' (either part optional, NAME may be 'none') → the features to use;
+    what is not given defaults to what the index holds."""
+    face = next((n for n in indexed if n in FACE_EMBEDDERS), None)
+    frame = next((n for n in indexed if n in FRAME_EMBEDDERS), None)
+    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
+        kind, _, name = part.partition("=")
+        if kind not in ("face", "frame") or not name:
+            raise InputError(f"features: expected face=NAME,frame=NAME, got '{part}'")
+        if name == "none":
+            name = None
+        else:
+            known = FACE_EMBEDDERS if kind == "face" else FRAME_EMBEDDERS
+            if name not in known:
+                raise InputError(f"unknown {kind} feature '{name}' (known: {', '.join(known)})")
+            if name not in indexed:
+                raise InputError(f"feature '{name}' is not in this index (indexed: {', '.join(indexed) or 'none'})")
+        if kind == "face":
+            face = name
+        else:
+            frame = name
+    if not indexed:
+        raise NothingIndexedError("nothing is indexed yet: ingest a video first")
+    if face is None and frame is None:
+        raise InputError("no feature left to search with (both face and frame set to none)")
+    return face, frame
+
+
+def result_doc(character, video_id, until, fusion, queries: list[QueryVector], hits: list[ShotHit]) -> dict:
+    """The documented JSON answer (README: Querying)."""
+    return {"character": character, "video": video_id, "indexed_until_s": until, "fusion": fusion,
+            "queries": [{"photo": q.photo, "feature": q.feature, "kind": q.kind, "note": q.note} for q in queries],
+            "results": [{"video": h.video_id, "shot": h.shot, "start_s": round(h.start_s, 3), "end_s": round(h.end_s, 3),
+                         "score": h.score, "best_frame_s": round(h.best_frame_s, 3), "photos": h.photos}
+                        for h in hits]}
+
+
+class QueryEngine:
+    def __init__(self, store: IndexStore, config: Config, shared_models=None, cache_size: int = 256):
+        self.store, self.cfg = store, config
+        self._shared = shared_models          # the ingest Models, when this process has them
+        self._models: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple, list[QueryVector]] = OrderedDict()
+        self._cache_size = cache_size
+
+    # --- models ---------------------------------------------------------------------------------
+    def _model(self, key: str, make):
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = make()
+            return self._models[key]
+
+    @property
+    def detector(self):
+        if self._shared is not None:
+            return self._shared.detector
+        from models.mtcnn_detector import MTCNNDetector
+        ing = self.cfg.ingest
+        return self._model("detector", lambda: MTCNNDetector(min_face_px=20, min_prob=ing.min_face_prob, device=ing.device,
+                                                               thresholds=tuple(ing.mtcnn_thresholds)))
+
+    def embedder(self, name: str | None):
+        if name is None:
+            return None
+        for e in (getattr(self._shared, "face", []) + getattr(self._shared, "frame", [])) if self._shared else []:
+            if e.name == name:
+                return e
+        kw = {"device": self.cfg.ingest.device, "weights_dir": self.cfg.ingest.weights_dir}
+        make = make_face_embedder if name in FACE_EMBEDDERS else make_frame_embedder
+        return self._model(name, lambda: make(name, **kw))
+
+    # --- queries --------------------------------------------------------------------------------
+    def vectors(self, photos: list[tuple[str, bytes | object]], face: str | None, frame: str | None,
+                use_both: bool) -> list[QueryVector]:
+        """photos: (name, decoded RGB image, content digest or None). Cached by digest."""
+        out = []
+        for name, image, digest in photos:
+            key = (digest, face, frame, use_both) if digest else None
+            with self._lock:
+                cached = self._cache.get(key) if key else None
+                if cached is not None:
+                    self._cache.move_to_end(key)
+            if cached is None:
+                cached = photo_vectors([(name, image)], self.detector, self.embedder(face), self.embedder(frame), use_both)
+                if key:
+                    with self._lock:
+                        self._cache[key] = cached
+                        while len(self._cache) > self._cache_size:
+                            self._cache.popitem(last=False)
+            out += [QueryVector(name, q.feature, q.vector, q.kind, q.note) for q in cached]
+        return out
+
+    def query(self, photos, character: str | None = None, video_id: int | None = None, features: str | None = None,
+              use_both: bool | None = None, top_k: int | None = None, fusion: str | None = None,
+              limit: int | None = None) -> tuple[dict, list[ShotHit]]:
+        q = self.cfg.query
+        fusion = fusion or q.fusion
+        until = indexed_until(self.store, video_id)  # unknown video → NotFound before any work
+        face, frame = parse_features(features, self.store.indexed_features())
+        vectors = self.vectors(photos, face, frame, q.use_both if use_both is None else use_both)
+        hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id, limit=limit)
+        return result_doc(character, video_id, until, fusion, vectors, hits), hits
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()

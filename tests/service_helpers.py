@@ -1,0 +1,71 @@
+"""A real `castfinder serve` subprocess on 127.0.0.1 for the service, metrics and web-page tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, index_dir, token: str | None = None, extra: tuple = (), ready_timeout: float = 240):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.index_dir = index_dir
+        args = [sys.executable, "-m", "castfinder", "serve", "--index", str(index_dir), "--port", str(self.port), *extra]
+        if token:
+            args += ["--token", token]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=120)
+        deadline = time.time() + ready_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+            try:
+                if self.client.get("/healthz").json()["ready"]:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("server not ready in time")
+
+    def wait_video(self, video_id: int, timeout: float = 600, until=("done", "stopped", "failed")) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            doc = self.client.get(f"/videos/{video_id}").json()
+            if doc["status"] in until and not doc["running"]:
+                return doc
+            time.sleep(0.3)
+        raise TimeoutError(f"video {video_id} still ingesting after {timeout} s")
+
+    def query(self, photos, **fields):
+        files = [("photos", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+        data = {k: str(v) for k, v in fields.items() if v is not None}
+        return self.client.post("/query", files=files, data=data)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and self.client.get("/healthz").status_code == 200
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.client.close()
+        return self.proc.stdout.read() if self.proc.stdout else ""
