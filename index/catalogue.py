@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+# ids never come back after a delete (AUTOINCREMENT): FAISS ids, the vector map and thumbnail
+# caches all key on them
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS videos (
-    id INTEGER PRIMARY KEY, source TEXT NOT NULL, fingerprint TEXT NOT NULL, name TEXT,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT NOT NULL, fingerprint TEXT NOT NULL, name TEXT,
     status TEXT NOT NULL, is_live INTEGER NOT NULL, duration_s REAL, fps REAL, width INTEGER, height INTEGER,
     indexed_until_s REAL DEFAULT 0, frames_decoded INTEGER DEFAULT 0, frames_sampled INTEGER DEFAULT 0,
     frames_dropped INTEGER DEFAULT 0, damaged_packets INTEGER DEFAULT 0, damaged_spans TEXT DEFAULT '[]',
@@ -26,15 +28,15 @@ CREATE TABLE IF NOT EXISTS shots (
     video_id INTEGER NOT NULL, idx INTEGER NOT NULL, start_frame INTEGER, end_frame INTEGER,
     start_s REAL, end_s REAL, closed INTEGER DEFAULT 0, PRIMARY KEY (video_id, idx));
 CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY, video_id INTEGER NOT NULL, shot_idx INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, video_id INTEGER NOT NULL, shot_idx INTEGER NOT NULL,
     frame_idx INTEGER NOT NULL, time_s REAL NOT NULL, n_faces INTEGER DEFAULT 0);
 CREATE INDEX IF NOT EXISTS frames_shot ON frames(video_id, shot_idx);
 CREATE TABLE IF NOT EXISTS faces (
-    id INTEGER PRIMARY KEY, frame_id INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, frame_id INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
     prob REAL, landmarks TEXT);
 CREATE INDEX IF NOT EXISTS faces_frame ON faces(frame_id);
 CREATE TABLE IF NOT EXISTS vectors (
-    id INTEGER PRIMARY KEY, feature TEXT NOT NULL, video_id INTEGER NOT NULL, frame_id INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, feature TEXT NOT NULL, video_id INTEGER NOT NULL, frame_id INTEGER NOT NULL,
     face_id INTEGER, vec BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS vectors_feature ON vectors(feature, id);
 CREATE INDEX IF NOT EXISTS vectors_video ON vectors(video_id);
@@ -200,6 +202,21 @@ class Catalogue:
                     f"SELECT v.id, v.video_id, v.frame_id, v.face_id, f.shot_idx, f.time_s, f.frame_idx"
                     f" FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.id IN ({marks})", chunk):
                 out[r["id"]] = r
+        return out
+
+    def shot_spans(self, keys) -> dict[tuple[int, int], tuple[float, float]]:
+        """(video, shot) → (start_s, end_s) for the given shots only."""
+        out = {}
+        by_video: dict[int, list[int]] = {}
+        for v, s in keys:
+            by_video.setdefault(v, []).append(s)
+        for v, shots in by_video.items():
+            for i in range(0, len(shots), 500):
+                chunk = shots[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in self.conn.execute(f"SELECT idx, start_s, end_s FROM shots WHERE video_id=? AND idx IN ({marks})",
+                                           (v, *chunk)):
+                    out[(v, r[0])] = (r[1], r[2])
         return out
 
     def get_meta(self, key: str, default=None):

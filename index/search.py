@@ -57,10 +57,24 @@ def photo_vectors(photos: list[tuple[str, np.ndarray]], detector, face_embedder,
     return out
 
 
+def _shot_scores(store: IndexStore, scores: np.ndarray, ids: np.ndarray, video_id: int | None):
+    """One photo's hits → (shot keys, best score per shot, vector id of that best hit)."""
+    video, shot = store.vector_map.lookup(ids)
+    ok = video >= 0
+    if video_id is not None:
+        ok &= video == video_id
+    video, shot, scores, ids = video[ok], shot[ok], scores[ok], ids[ok]
+    keys = (video.astype(np.int64) << 32) | shot.astype(np.int64)
+    # FAISS returns hits best first, so the first occurrence of each shot is its best hit
+    uniq, first = np.unique(keys, return_index=True)
+    return uniq, scores[first], ids[first]
+
+
 def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 5000, fusion: str = "max",
                  video_id: int | None = None, limit: int | None = None) -> list[ShotHit]:
     if not queries:
         raise InputError("no query vectors")
+    store.vector_map.sync(store.catalogue)
     per_query: list[dict] = []
     best: dict[tuple[int, int], tuple[float, int]] = {}  # shot → (score, vector id)
     matched: dict[tuple[int, int], set[str]] = {}
@@ -69,34 +83,26 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
         # a filter on one video: ask for more so that other videos' hits do not crowd it out
         k = top_k if video_id is None else min(index.ntotal, top_k * 4)
         scores, ids = index.search(q.vector[None], max(1, k))
-        rows = store.catalogue.vector_rows(ids[0])
-        shots: dict[tuple[int, int], float] = {}
-        for s, vid in zip(scores[0], ids[0]):
-            row = rows.get(int(vid))
-            if row is None or (video_id is not None and row["video_id"] != video_id):
-                continue
-            key = (row["video_id"], row["shot_idx"])
-            if s > shots.get(key, -np.inf):
-                shots[key] = float(s)
-                if s > best.get(key, (-np.inf, 0))[0]:
-                    best[key] = (float(s), int(vid))
-        per_query.append(shots)
-        for key in shots:
+        keys, shot_scores, shot_ids = _shot_scores(store, scores[0], ids[0], video_id)
+        shots = {}
+        for key, sc, vid in zip(keys.tolist(), shot_scores.tolist(), shot_ids.tolist()):
+            key = (key >> 32, key & 0xFFFFFFFF)
+            shots[key] = sc
+            if sc > best.get(key, (-np.inf, 0))[0]:
+                best[key] = (sc, vid)
             matched.setdefault(key, set()).add(q.photo)
+        per_query.append(shots)
     fused = fuse(per_query, fusion)
     if limit:
         fused = fused[:limit]
     best_rows = store.catalogue.vector_rows([best[k][1] for k, _ in fused])
-    shot_rows = {}
-    for vid in {k[0] for k, _ in fused}:
-        for r in store.catalogue.shots(vid):
-            shot_rows[(vid, r["idx"])] = r
+    shot_rows = store.catalogue.shot_spans([k for k, _ in fused])
     hits = []
     for key, score in fused:
         srow, brow = shot_rows.get(key), best_rows.get(best[key][1])
         if srow is None or brow is None:
             continue  # removed by a concurrent rebuild
-        hits.append(ShotHit(key[0], key[1], srow["start_s"], srow["end_s"], round(score, 6), brow["time_s"],
+        hits.append(ShotHit(key[0], key[1], srow[0], srow[1], round(score, 6), brow["time_s"],
                             brow["frame_id"], brow["face_id"], sorted(matched[key])))
     return hits
 

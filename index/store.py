@@ -13,6 +13,7 @@ import numpy as np
 from castfinder.errors import IndexBusyError, InputError, NotFoundError
 
 from .catalogue import Catalogue
+from .vector_map import VectorMap
 from .vector_store import FeatureIndex
 
 
@@ -36,6 +37,7 @@ class IndexStore:
         self.features: dict[str, FeatureIndex] = {}
         self._features_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
+        self.vector_map = VectorMap()
 
     def _take_writer_lock(self) -> None:
         path = self.dir / ".writer.lock"
@@ -94,6 +96,7 @@ class IndexStore:
         if not vector_ids:
             return
         ids = np.array(vector_ids, np.int64)
+        self.vector_map.forget(ids)
         for name in list(self.indexed_features()):
             index = self.feature(name)
             try:

@@ -16,16 +16,18 @@ import numpy as np
 from .rwlock import RWLock
 
 ADD_CHUNK = 256  # vectors per write-lock hold: searches wait at most one chunk
+IVF_TRAIN_AT = 20_000  # ivf: exact search until this many vectors, then train the coarse quantizer once
+IVF_NPROBE = 16
 
 
 def _new_index(dim: int, kind: str) -> faiss.Index:
-    if kind == "flat":
+    if kind in ("flat", "ivf"):  # ivf starts flat: it cannot be trained before vectors arrive
         base = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         base = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         base.hnsw.efSearch = 128
     else:
-        raise ValueError(f"unknown index kind '{kind}' (flat, hnsw)")
+        raise ValueError(f"unknown index kind '{kind}' (flat, hnsw, ivf)")
     return faiss.IndexIDMap2(base)
 
 
@@ -37,7 +39,9 @@ class FeatureIndex:
         self.lock = RWLock()
         self.max_id = -1
         if load and self.path.exists():
-            self.index = faiss.read_index(str(self.path))
+            self.index = faiss.read_index(str(self.path))  # already the concrete class (a downcast proxy would not own it)
+            if isinstance(self.index, faiss.IndexIVF):
+                self.index.nprobe = IVF_NPROBE
             meta = json.loads(self.path.with_suffix(".json").read_text()) if self.path.with_suffix(".json").exists() else {}
             self.max_id = int(meta.get("max_id", -1))
             if self.index.d != dim or meta.get("ntotal", -1) != self.index.ntotal:
@@ -57,6 +61,31 @@ class FeatureIndex:
                 self.index.add_with_ids(vectors[i:i + ADD_CHUNK], ids[i:i + ADD_CHUNK])
         if len(ids):
             self.max_id = max(self.max_id, int(ids.max()))
+        if self.kind == "ivf" and not self.is_trained_ivf and self.index.ntotal >= IVF_TRAIN_AT:
+            self._convert_to_ivf()
+
+    @property
+    def is_trained_ivf(self) -> bool:
+        return isinstance(self.index, faiss.IndexIVF)
+
+    def _convert_to_ivf(self) -> None:
+        """Train an IVF on the vectors so far and move them into it. Searches keep using the flat
+        index during training; only the swap takes the write lock. Later vectors go to the IVF's
+        lists without retraining (a film's faces do not drift far from its first 20k)."""
+        with self.lock.read():
+            n = self.index.ntotal
+            flat = faiss.downcast_index(self.index.index)
+            vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim).copy()
+            ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # FAISS wants >= 39 training points per list
+        # the IVF keeps our ids in its inverted lists itself: an IDMap over an IVF cannot remove ids
+        # (index_factory: the IVF owns its quantizer; a Python-made one would be freed under it)
+        new = faiss.index_factory(self.dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        new.train(vectors)
+        new.nprobe = IVF_NPROBE
+        new.add_with_ids(vectors, ids)
+        with self.lock.write():  # adds come from this (the writer) thread only, so nothing arrived meanwhile
+            self.index = new
 
     def remove(self, ids: np.ndarray) -> None:
         if self.kind == "hnsw":  # HNSW cannot remove: the caller rebuilds from the catalogue
