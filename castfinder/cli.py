@@ -49,7 +49,7 @@ def cmd_ingest(args) -> int:
     store = IndexStore(args.index, writable=True, kind=cfg.ingest.index_kind)
     try:
         # open the source first: bad input is reported before seconds of model loading
-        job = IngestJob(args.source, store, cfg.ingest, None, force=args.force)
+        job = IngestJob(args.source, store, cfg.ingest, None, force=args.force, cast=cfg.cast)
         job.models = Models(cfg.ingest)
         bar, update = _progress_bar(job)
         job.progress = update
@@ -129,10 +129,11 @@ def cmd_query(args) -> int:
     overrides = {"weights_dir": args.weights_dir} if args.weights_dir else {}
     cfg = load_config(args.config, {"ingest": overrides})
     store = IndexStore(args.index)
-    photos = [(str(p), load_photo(p), None) for p in args.photos]
+    photos = [(str(p), load_photo(p), None) for p in args.photos or []]
     engine = QueryEngine(store, cfg)
     doc, hits = engine.query(photos, character=args.character, video_id=args.video, features=args.features,
-                             use_both=args.both or None, top_k=args.top_k, fusion=args.fusion, limit=args.limit)
+                             use_both=args.both or None, top_k=args.top_k, fusion=args.fusion, limit=args.limit,
+                             expand=args.expand)
     if args.thumbnails:
         from .thumbnails import write_thumbnails
         write_thumbnails(store, hits, args.thumbnails)
@@ -166,6 +167,67 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_cast(args) -> int:
+    from index.store import IndexStore
+
+    from .errors import InputError, NotFoundError
+    from .querying import QueryEngine
+
+    cfg = load_config(args.config)
+    store = IndexStore(args.index)
+    cast = QueryEngine(store, cfg).cast()
+    if args.action == "name":
+        if args.cluster is None or args.name is None:
+            raise InputError("usage: castfinder cast name --index DIR CLUSTER NAME")
+        cast.name(args.cluster, args.name)
+        print(f"cluster {args.cluster} is now '{args.name.strip()}'; find it with: "
+              f"castfinder query --index {args.index} --character \"{args.name.strip()}\"")
+        return 0
+    if args.action != "list" or args.cluster is not None:
+        raise InputError("usage: castfinder cast [list] --index DIR [--video ID] | cast name --index DIR CLUSTER NAME")
+    rows = [store.catalogue.video(args.video)] if args.video else store.catalogue.videos()
+    if args.video and rows[0] is None:
+        raise NotFoundError(f"no video with id {args.video}")
+    docs = []
+    for video in rows:
+        ingesting = video["status"] == "ingesting"
+        if not ingesting:  # a finished video gets the batch algorithm; a running one shows its incremental cast
+            tracked = cast.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video["id"],)).fetchone()[0] \
+                if cast.cat.conn.execute("SELECT name FROM sqlite_master WHERE name='tracks'").fetchone() else 0
+            stamp = store.catalogue.get_meta(f"cast_batch_{video['id']}")
+            if args.recluster or stamp is None or stamp != tracked or cast.track_video(video["id"]):
+                cast.build(video["id"], recluster=True)
+                n = cast.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video["id"],)).fetchone()[0]
+                store.catalogue.set_meta(f"cast_batch_{video['id']}", n)
+        clusters = cast.clusters(video["id"])
+        sheets_dir = Path(args.sheets or Path(args.index) / "cast") / f"video{video['id']}"
+        if clusters and not args.no_sheets:
+            from .contact_sheet import cluster_sheet, overview_sheet
+            for cl in clusters:
+                p = cluster_sheet(store, cl, sheets_dir / f"cluster{cl['cluster']}.png")
+                cl["sheet"] = str(p) if p else None
+            overview = overview_sheet(store, clusters, sheets_dir / "cast.png")
+        else:
+            overview = None
+        docs.append({"video": video["id"], "name": video["name"], "status": video["status"], "clusters": clusters,
+                     "sheet": str(overview) if overview else None})
+    if args.json:
+        print(json.dumps(docs, indent=1))
+        return 0
+    for d in docs:
+        print(f"video {d['video']}: {d['name']} ({d['status']})")
+        if not d["clusters"]:
+            print("  no face tracks in this video: the cast is empty")
+            continue
+        print(f"  {'cluster':>7}  {'name':<16} {'shots':>5}  {'tracks':>6}  {'screen time':>11}  {'first seen':>12}")
+        for cl in d["clusters"]:
+            print(f"  {cl['cluster']:>7}  {(cl['name'] or '-'):<16} {len(cl['shots']):>5}  {cl['tracks']:>6}  "
+                  f"{cl['screen_time_s']:>10.1f}s  {hms(cl['first_s'])}")
+        if d["sheet"]:
+            print(f"  contact sheets: {Path(d['sheet']).parent}/ (cast.png and one per cluster)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="castfinder", description="Find movie characters in streaming video.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -193,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--index", required=True)
     q.add_argument("--video", type=int, help="only this video (default: all)")
     q.add_argument("--character", help="name shown in the output")
-    q.add_argument("--photos", nargs="+", required=True, help="sample photos of the character")
+    q.add_argument("--photos", nargs="+", help="sample photos of the character (none: --character names a cast cluster)")
+    q.add_argument("--expand", action="store_true", help="photos matching a cast cluster pull in its other tracks")
     q.add_argument("--features", help="face=NAME,frame=NAME; NAME may be none (default: the index's own)")
     q.add_argument("--both", action="store_true", help="use face and frame features for every photo")
     q.add_argument("--top-k", type=int, help="hits per photo (default 5000)")
@@ -215,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--device", choices=["auto", "cpu", "cuda"])
     srv.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
     srv.set_defaults(func=cmd_serve)
+
+    cst = sub.add_parser("cast", help="the characters of a video, found without photos; name them")
+    cst.add_argument("action", nargs="?", default="list", choices=["list", "name"])
+    cst.add_argument("cluster", nargs="?", type=int, help="(name) cluster id")
+    cst.add_argument("name", nargs="?", help="(name) the character's name")
+    cst.add_argument("--index", required=True)
+    cst.add_argument("--video", type=int, help="only this video")
+    cst.add_argument("--recluster", action="store_true", help="run the batch clustering again")
+    cst.add_argument("--sheets", help="contact sheets go here (default: INDEX/cast/)")
+    cst.add_argument("--no-sheets", action="store_true")
+    cst.add_argument("--config", help="preset for cast settings")
+    cst.add_argument("--json", action="store_true")
+    cst.set_defaults(func=cmd_cast)
 
     vid = sub.add_parser("videos", help="list indexed videos")
     vid.add_argument("--index", required=True)

@@ -48,9 +48,27 @@ class QueryConfig:
 
 
 @dataclass
+class CastConfig:
+    enabled: bool = True               # track faces and grow the cast while ingesting
+    metric: str = "l2"                 # cosine | l2 | l1 between track vectors
+    threshold: float = 0.45            # initial per-track threshold T (l2 on unit vectors: 0.45 ~ cosine 0.90)
+    best_q: int = 1                    # track vector = best face (1) or mean of the best q faces
+    min_quality: float = 0.15          # tracks below this face quality are treated as faceless
+    f_min: int = 2                     # tracks with fewer detections are dropped (posters, masks)
+    expand_margin: float = 1.0         # query --expand: a photo pulls in clusters within threshold x this
+
+    def params(self, feature: str):
+        from index.cast import CastParams
+        from index.tracks import TrackParams
+        return CastParams(feature=feature, metric=self.metric, threshold=self.threshold, best_q=self.best_q,
+                          min_quality=self.min_quality, track=TrackParams(f_min=self.f_min))
+
+
+@dataclass
 class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    cast: CastConfig = field(default_factory=CastConfig)
     name: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,6 +97,7 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, dict[str, 
     cfg.name = data.get("name", path.stem)
     _apply(cfg.ingest, data.get("ingest", {}), "ingest")
     _apply(cfg.query, data.get("query", {}), "query")
+    _apply(cfg.cast, data.get("cast", {}), "cast")
     for section, values in (overrides or {}).items():
         _apply(getattr(cfg, section), values, section)
     return cfg

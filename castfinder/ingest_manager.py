@@ -40,7 +40,7 @@ class IngestManager:
             row = self.store.catalogue.find_video(fingerprint(source))
             if row is not None and self.running(row["id"]):
                 raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
-            job = IngestJob(source, self.store, self.cfg.ingest, self.models, force=force)
+            job = IngestJob(source, self.store, self.cfg.ingest, self.models, force=force, cast=self.cfg.cast)
             job.prepare()
             if job._plan is None:  # already indexed: nothing to run
                 job.run()

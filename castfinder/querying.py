@@ -7,6 +7,8 @@ import hashlib
 import threading
 from collections import OrderedDict
 
+import numpy as np
+
 from index.search import QueryVector, ShotHit, indexed_until, photo_vectors, search_shots
 from index.store import IndexStore
 from models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS, make_face_embedder, make_frame_embedder
@@ -87,6 +89,24 @@ class QueryEngine:
         make = make_face_embedder if name in FACE_EMBEDDERS else make_frame_embedder
         return self._model(name, lambda: make(name, **kw))
 
+    def warm_up(self) -> None:
+        """Everything a first query would otherwise pay for: model loading and first inference,
+        FAISS files read and reconciled, the vector → shot map filled."""
+        from models.base import Face
+        rng = np.random.default_rng(0)
+        image = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
+        self.detector.detect([image])
+        face = Face(np.array([40, 40, 120, 120], np.float32),
+                    np.array([[65, 70], [95, 70], [80, 85], [68, 100], [92, 100]], np.float32), 0.99)
+        for name in self.store.indexed_features():
+            emb = self.embedder(name)
+            if name in FACE_EMBEDDERS:
+                emb.embed_faces(image, [face])
+            else:
+                emb.embed_frames([image])
+            self.store.feature(name)
+        self.store.vector_map.sync(self.store.catalogue)
+
     # --- queries --------------------------------------------------------------------------------
     def vectors(self, photos: list[tuple[str, bytes | object]], face: str | None, frame: str | None,
                 use_both: bool) -> list[QueryVector]:
@@ -108,14 +128,51 @@ class QueryEngine:
             out += [QueryVector(name, q.feature, q.vector, q.kind, q.note) for q in cached]
         return out
 
+    def cast(self):
+        from index.cast import Cast
+        face = next((n for n in self.store.indexed_features() if n in FACE_EMBEDDERS), "dlib-resnet")
+        return Cast(self.store, self.cfg.cast.params(face))
+
+    def cluster_vectors(self, character: str) -> list[QueryVector]:
+        """No photos: the vectors of the cluster named `character` are the query."""
+        cast = self.cast()
+        cid, _, vecs = cast.named(character)
+        return [QueryVector(f"cluster:{cid}", cast.p.feature, v, "face", f"track {i} of cluster {cid} ({character})")
+                for i, v in enumerate(vecs)]
+
+    def expand(self, vectors: list[QueryVector], video_id: int | None, per_cluster: int = 50) -> list[QueryVector]:
+        """Query expansion through the cast: a face photo inside a cluster's sphere adds that
+        cluster's track vectors, weighted by how alike the photo and the cluster are."""
+        cast = self.cast()
+        extra, used = [], set()
+        for q in vectors:
+            if q.kind != "face" or q.feature != cast.p.feature:
+                continue
+            for cid, d in cast.nearest_clusters(q.vector, video_id, self.cfg.cast.expand_margin)[:1]:
+                if cid in used:
+                    continue
+                used.add(cid)
+                mean = cast.cluster_vectors(cid)
+                weight = float(np.clip(q.vector @ (mean.mean(0) / (np.linalg.norm(mean.mean(0)) or 1)), 0, 1))
+                extra += [QueryVector(f"cluster:{cid}", cast.p.feature, v, "face",
+                                      f"expanded from {q.photo} (distance {d:.3f})", weight) for v in mean[:per_cluster]]
+        return vectors + extra
+
     def query(self, photos, character: str | None = None, video_id: int | None = None, features: str | None = None,
               use_both: bool | None = None, top_k: int | None = None, fusion: str | None = None,
-              limit: int | None = None) -> tuple[dict, list[ShotHit]]:
+              limit: int | None = None, expand: bool = False) -> tuple[dict, list[ShotHit]]:
         q = self.cfg.query
         fusion = fusion or q.fusion
         until = indexed_until(self.store, video_id)  # unknown video → NotFound before any work
         face, frame = parse_features(features, self.store.indexed_features())
-        vectors = self.vectors(photos, face, frame, q.use_both if use_both is None else use_both)
+        if photos:
+            vectors = self.vectors(photos, face, frame, q.use_both if use_both is None else use_both)
+        elif character:
+            vectors = self.cluster_vectors(character)
+        else:
+            raise InputError("give photos, or the name of a named cast cluster as the character")
+        if expand:
+            vectors = self.expand(vectors, video_id)
         hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id, limit=limit)
         return result_doc(character, video_id, until, fusion, vectors, hits), hits
 

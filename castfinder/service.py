@@ -67,9 +67,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
             from index.fusion import warm_up as warm_fusion
             if store.writable:
                 engine._shared = manager.models
-            engine.detector
-            for name in store.indexed_features():
-                engine.embedder(name)
+            engine.warm_up()
             warm_fusion()
         except Exception as exc:  # reported by /healthz; requests still try and explain themselves
             state["warm_error"] = str(exc)

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS frames (
 CREATE INDEX IF NOT EXISTS frames_shot ON frames(video_id, shot_idx);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY AUTOINCREMENT, frame_id INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
-    prob REAL, landmarks TEXT);
+    prob REAL, landmarks TEXT, sharpness REAL);
 CREATE INDEX IF NOT EXISTS faces_frame ON faces(frame_id);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY AUTOINCREMENT, feature TEXT NOT NULL, video_id INTEGER NOT NULL, frame_id INTEGER NOT NULL,
@@ -48,6 +48,13 @@ class Catalogue:
         self.path = Path(path)
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after an index was first made."""
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(faces)")}
+        if "sharpness" not in cols:
+            self.conn.execute("ALTER TABLE faces ADD COLUMN sharpness REAL")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -130,8 +137,9 @@ class Catalogue:
                 face_ids = []
                 for face in faces:
                     face_ids.append(c.execute(
-                        "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks) VALUES (?,?,?,?,?,?,?)",
-                        (frame_id, *map(float, face.box), face.prob, json.dumps(np.round(face.landmarks, 1).tolist()))).lastrowid)
+                        "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks, sharpness) VALUES (?,?,?,?,?,?,?,?)",
+                        (frame_id, *map(float, face.box), face.prob, json.dumps(np.round(face.landmarks, 1).tolist()),
+                         face.sharpness)).lastrowid)
                 for feature, vec in frame_vecs.items():
                     vid = c.execute("INSERT INTO vectors (feature, video_id, frame_id, face_id, vec) VALUES (?,?,?,NULL,?)",
                                     (feature, video_id, frame_id, vec.astype(np.float32).tobytes())).lastrowid
@@ -167,6 +175,8 @@ class Catalogue:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+        from .cast import forget_shots
+        forget_shots(self, video_id, shot_idx)
         return vec_ids
 
     def delete_video(self, video_id: int) -> list[int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from castfinder.errors import InputError
 
 # numba's default (workqueue) threading layer aborts the whole process when two threads enter a
@@ -52,6 +54,31 @@ def fuse(per_photo: list[dict[ShotKey, float]], method: str = "max") -> list[tup
         # keeps that order in one number (similarities are at most 1).
         return sorted(((k, count[k] + best[k] / 10.0) for k in count), key=lambda kv: (-kv[1], kv[0]))
     return _ranx_fuse(runs, method)
+
+
+def fuse_arrays(keys: np.ndarray, scores: np.ndarray, query: np.ndarray, method: str = "max"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The same fusions over flat arrays (one entry per (query, shot): its shot key, its score and
+    which query): max and frequency in numpy, the ranx methods through dicts. Returns keys and
+    scores, best first (ties: lower key first, as `fuse`)."""
+    if method not in METHODS:
+        raise InputError(f"unknown fusion '{method}' (known: {', '.join(METHODS)})")
+    if len(keys) == 0:
+        return keys, scores
+    n_runs = len(np.unique(query))
+    if method in ("max", "frequency") or n_runs == 1:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        best = np.full(len(uniq), -np.inf)
+        np.maximum.at(best, inverse, scores)
+        fused = best if method != "frequency" or n_runs == 1 else np.bincount(inverse) + best / 10.0
+        order = np.lexsort((uniq, -fused))
+        return uniq[order], fused[order]
+    runs: dict[int, dict] = {}
+    for k, sc, q in zip(keys.tolist(), scores.tolist(), query.tolist()):
+        runs.setdefault(q, {})[(k >> 32, k & 0xFFFFFFFF)] = sc
+    fused_list = fuse(list(runs.values()), method)
+    return (np.array([(a << 32) | b for (a, b), _ in fused_list], np.int64),
+            np.array([sc for _, sc in fused_list], np.float64))
 
 
 def _ranx_fuse(runs: list[dict[ShotKey, float]], method: str) -> list[tuple[ShotKey, float]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from castfinder.errors import InputError, NotFoundError
 
-from .fusion import fuse
+from .fusion import fuse_arrays
 from .store import IndexStore
 
 
@@ -24,6 +24,7 @@ class QueryVector:
     vector: np.ndarray
     kind: str                     # "face" or "frame"
     note: str = ""
+    weight: float = 1.0           # expansion vectors count less than the photos themselves
 
 
 @dataclass
@@ -75,35 +76,44 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
     if not queries:
         raise InputError("no query vectors")
     store.vector_map.sync(store.catalogue)
-    per_query: list[dict] = []
-    best: dict[tuple[int, int], tuple[float, int]] = {}  # shot → (score, vector id)
-    matched: dict[tuple[int, int], set[str]] = {}
-    for q in queries:
-        index = store.feature(q.feature)
+    hits_of: list = [None] * len(queries)
+    by_feature: dict[str, list[int]] = {}
+    for i, q in enumerate(queries):
+        by_feature.setdefault(q.feature, []).append(i)
+    for feature, idxs in by_feature.items():  # one FAISS call per feature: a batch scans the index once
+        index = store.feature(feature)
         # a filter on one video: ask for more so that other videos' hits do not crowd it out
         k = top_k if video_id is None else min(index.ntotal, top_k * 4)
-        scores, ids = index.search(q.vector[None], max(1, k))
-        keys, shot_scores, shot_ids = _shot_scores(store, scores[0], ids[0], video_id)
-        shots = {}
-        for key, sc, vid in zip(keys.tolist(), shot_scores.tolist(), shot_ids.tolist()):
-            key = (key >> 32, key & 0xFFFFFFFF)
-            shots[key] = sc
-            if sc > best.get(key, (-np.inf, 0))[0]:
-                best[key] = (sc, vid)
-            matched.setdefault(key, set()).add(q.photo)
-        per_query.append(shots)
-    fused = fuse(per_query, fusion)
+        scores, ids = index.search(np.stack([queries[i].vector for i in idxs]), max(1, k))
+        for row, i in enumerate(idxs):
+            hits_of[i] = (scores[row], ids[row])
+    parts = [_shot_scores(store, scores, ids, video_id) for scores, ids in hits_of]
+    all_keys = np.concatenate([p[0] for p in parts])
+    all_scores = np.concatenate([p[1] * q.weight for p, q in zip(parts, queries)]).astype(np.float64)
+    all_ids = np.concatenate([p[2] for p in parts])
+    all_q = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+    keys, fused = fuse_arrays(all_keys, all_scores, all_q, fusion)
     if limit:
-        fused = fused[:limit]
-    best_rows = store.catalogue.vector_rows([best[k][1] for k, _ in fused])
-    shot_rows = store.catalogue.shot_spans([k for k, _ in fused])
+        keys, fused = keys[:limit], fused[:limit]
+    # for the returned shots only: the best hit (its frame, its face) and which photos found them
+    wanted = np.isin(all_keys, keys)
+    best: dict[int, tuple[float, int]] = {}
+    matched: dict[int, set[str]] = {}
+    for k, sc, vid, qi in zip(all_keys[wanted].tolist(), all_scores[wanted].tolist(), all_ids[wanted].tolist(),
+                              all_q[wanted].tolist()):
+        if sc > best.get(k, (-np.inf, 0))[0]:
+            best[k] = (sc, vid)
+        matched.setdefault(k, set()).add(queries[qi].photo)
+    best_rows = store.catalogue.vector_rows([best[k][1] for k in keys.tolist()])
+    shot_rows = store.catalogue.shot_spans([(k >> 32, k & 0xFFFFFFFF) for k in keys.tolist()])
     hits = []
-    for key, score in fused:
-        srow, brow = shot_rows.get(key), best_rows.get(best[key][1])
+    for k, score in zip(keys.tolist(), fused.tolist()):
+        key = (k >> 32, k & 0xFFFFFFFF)
+        srow, brow = shot_rows.get(key), best_rows.get(best[k][1])
         if srow is None or brow is None:
             continue  # removed by a concurrent rebuild
         hits.append(ShotHit(key[0], key[1], srow[0], srow[1], round(score, 6), brow["time_s"],
-                            brow["frame_id"], brow["face_id"], sorted(matched[key])))
+                            brow["frame_id"], brow["face_id"], sorted(matched[k])))
     return hits
 
 

@@ -13,6 +13,7 @@ class Face:
     box: np.ndarray         # x1, y1, x2, y2 in image pixels
     landmarks: np.ndarray   # 5 x 2: left eye, right eye, nose, left mouth corner, right mouth corner
     prob: float
+    sharpness: float | None = None  # variance of the Laplacian of the grey face crop (face quality)
 
     @property
     def size(self) -> float:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from castfinder.config import IngestConfig
+from castfinder.config import CastConfig, IngestConfig
 from castfinder.errors import CastfinderError
 from index.store import IndexStore
 from models.mtcnn_detector import MTCNNDetector
@@ -30,6 +30,7 @@ from models.registry import make_face_embedder, make_frame_embedder
 from . import metrics as M
 from .decode import VideoDecoder
 from .dedup import ConsecutiveDeduplicator, dbscan_keep
+from .face_quality import face_sharpness
 from .sampling import ShotSampler
 from .shots import FrameInShot, ShotClosed, ShotSegmenter
 
@@ -93,8 +94,10 @@ def fingerprint(source: str) -> str:
 
 class IngestJob:
     def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
-                 force: bool = False, progress: Callable[[dict], None] | None = None):
+                 force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None):
         self.source, self.store, self.cfg, self.models = source, store, cfg, models
+        self.cast_cfg = cast if cast is not None else CastConfig()
+        self._cast = None
         self.force, self.progress = force, progress
         self.stop_event = threading.Event()
         self.decoder = VideoDecoder(source, cfg.analysis_width)  # bad input fails here, before any write
@@ -229,6 +232,9 @@ class IngestJob:
 
     def _embed(self, batch: Batch) -> None:
         images = [f.image for _, f in batch.items]
+        for image, faces in zip(images, batch.faces):
+            for face in faces:
+                face.sharpness = face_sharpness(image, face.box)
         frame_vecs = {e.name: e.embed_frames(images) for e in self.models.frame}
         face_vecs = {e.name: e.embed_batch(list(zip(images, batch.faces))) for e in self.models.face}
         for i, ((shot, frame), faces) in enumerate(zip(batch.items, batch.faces)):
@@ -301,6 +307,7 @@ class IngestJob:
                         self._write(self._dbscan_filter(shot_buffer))
                         shot_buffer = []
                     cat.close_shot(self.video_id, item.shot)
+                    self._grow_cast(item.shot.index)
                     indexed_until = max(indexed_until, item.shot.end_s)
                     M.SHOTS_CLOSED.labels(self.label).inc()
                     self._report(indexed_until, t_start, start_s)
@@ -342,6 +349,18 @@ class IngestJob:
                 raise self.error
             raise RuntimeError(f"ingest failed: {self.error}") from self.error
         return self.result
+
+    def _grow_cast(self, shot: int) -> None:
+        """The closed shot's face tracks join the cast (a live broadcast shows its cast growing)."""
+        if not self.cast_cfg.enabled or not self.models.face:
+            return
+        try:
+            if self._cast is None:
+                from index.cast import Cast
+                self._cast = Cast(self.store, self.cast_cfg.params(self.models.face[0].name))
+            self._cast.on_shot_closed(self.video_id, shot)
+        except Exception as exc:  # the cast is a by-product: never fail an ingest for it
+            log.warning("cast update failed for shot %d: %s", shot, exc)
 
     def _report(self, indexed_until: float, t_start: float, start_s: float) -> None:
         wall = max(1e-6, time.monotonic() - t_start)

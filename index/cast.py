@@ -1,0 +1,282 @@
+"""Cast discovery: face tracks per shot → one cluster per character, kept in the catalogue.
+
+During ingest each closed shot's tracks join the existing clusters (incremental rule); `build`
+re-clusters a whole video with the batch algorithm. Names given to clusters survive re-clustering
+(carried to the new cluster holding most of the named one's tracks)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from castfinder.errors import InputError, NotFoundError
+
+from .cast_clustering import cluster, join, merged_threshold, distances
+from .tracks import TrackParams, link, shot_detections
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, video_id INTEGER NOT NULL, shot_idx INTEGER NOT NULL, feature TEXT,
+    n_faces INTEGER, start_s REAL, end_s REAL, best_face_id INTEGER, best_frame_id INTEGER, quality REAL,
+    vec BLOB, cluster_id INTEGER);
+CREATE INDEX IF NOT EXISTS tracks_video ON tracks(video_id, shot_idx);
+CREATE INDEX IF NOT EXISTS tracks_cluster ON tracks(cluster_id);
+CREATE TABLE IF NOT EXISTS track_faces (track_id INTEGER NOT NULL, face_id INTEGER NOT NULL, quality REAL);
+CREATE INDEX IF NOT EXISTS track_faces_track ON track_faces(track_id);
+CREATE TABLE IF NOT EXISTS cast_shots (video_id INTEGER NOT NULL, shot_idx INTEGER NOT NULL, PRIMARY KEY (video_id, shot_idx));
+CREATE TABLE IF NOT EXISTS clusters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, video_id INTEGER NOT NULL, name TEXT, threshold REAL, mean BLOB,
+    n_tracks INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS clusters_name ON clusters(name) WHERE name IS NOT NULL;
+"""
+
+
+@dataclass
+class CastParams:
+    feature: str = "dlib-resnet"     # face vectors the tracks use
+    metric: str = "l2"               # cosine | l2 | l1
+    threshold: float = 0.45          # initial T of every track (l2 between unit vectors: 0.45 ~ cosine 0.90)
+    best_q: int = 1                  # track vector: best face (1, the paper) or mean of the best q
+    min_quality: float = 0.15        # tracks whose best face is worse are treated as faceless
+    track: TrackParams = field(default_factory=TrackParams)
+
+
+def ensure_schema(catalogue) -> None:
+    catalogue.conn.executescript(SCHEMA)
+
+
+class Cast:
+    def __init__(self, store, params: CastParams | None = None):
+        self.store, self.cat = store, store.catalogue
+        self.p = params or CastParams()
+        ensure_schema(self.cat)
+
+    # --- tracks ---------------------------------------------------------------------------------
+    def track_shot(self, video_id: int, shot: int) -> list[int]:
+        """Build and store the tracks of one shot (idempotent). Returns the new usable track ids."""
+        c = self.cat.conn
+        if c.execute("SELECT 1 FROM cast_shots WHERE video_id=? AND shot_idx=?", (video_id, shot)).fetchone():
+            return []
+        frames = shot_detections(self.cat, video_id, shot, self.p.feature)
+        tracks = link(shot, frames, self.p.track)
+        ids = []
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for t in tracks:
+                best = t.best(1)[0]
+                usable = t.quality >= self.p.min_quality
+                tid = c.execute(
+                    "INSERT INTO tracks (video_id, shot_idx, feature, n_faces, start_s, end_s, best_face_id, best_frame_id,"
+                    " quality, vec, cluster_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (video_id, shot, self.p.feature, len(t.detections), t.detections[0].time_s, t.last.time_s,
+                     best.face_id, best.frame_id, t.quality, t.vector(self.p.best_q).tobytes() if usable else None,
+                     None)).lastrowid
+                c.executemany("INSERT INTO track_faces (track_id, face_id, quality) VALUES (?,?,?)",
+                              [(tid, d.face_id, d.quality) for d in t.detections])
+                if usable:
+                    ids.append(tid)
+            c.execute("INSERT INTO cast_shots (video_id, shot_idx) VALUES (?,?)", (video_id, shot))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return ids
+
+    def track_video(self, video_id: int) -> int:
+        """Track every closed shot not tracked yet. Returns how many shots were processed."""
+        shots = [r[0] for r in self.cat.conn.execute(
+            "SELECT idx FROM shots s WHERE video_id=? AND closed=1 AND NOT EXISTS"
+            " (SELECT 1 FROM cast_shots c WHERE c.video_id=s.video_id AND c.shot_idx=s.idx) ORDER BY idx", (video_id,))]
+        for s in shots:
+            self.track_shot(video_id, s)
+        return len(shots)
+
+    def _tracks(self, video_id: int):
+        rows = self.cat.conn.execute("SELECT id, shot_idx, vec, cluster_id FROM tracks WHERE video_id=? AND vec IS NOT NULL"
+                                     " ORDER BY id", (video_id,)).fetchall()
+        vecs = np.stack([np.frombuffer(r["vec"], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+        return rows, vecs
+
+    # --- incremental (during ingest) ------------------------------------------------------------
+    def on_shot_closed(self, video_id: int, shot: int) -> None:
+        new = self.track_shot(video_id, shot)
+        if not new:
+            return
+        c = self.cat.conn
+        clusters = c.execute("SELECT id, threshold, mean FROM clusters WHERE video_id=? ORDER BY id", (video_id,)).fetchall()
+        ids = [r["id"] for r in clusters]
+        means = [np.frombuffer(r["mean"], np.float64).copy() for r in clusters]
+        thresholds = [r["threshold"] for r in clusters]
+        sizes = {r["id"]: n for r, n in zip(clusters, [self._size(r["id"]) for r in clusters])}
+        groups = [self._cluster_shots(i) for i in ids]
+        for tid in new:
+            row = c.execute("SELECT vec FROM tracks WHERE id=?", (tid,)).fetchone()
+            v = np.frombuffer(row["vec"], np.float32).astype(np.float64)
+            hit = join(v, shot, self.p.threshold, np.array(means) if means else np.zeros((0, len(v))),
+                       np.array(thresholds), groups, self.p.metric)
+            if hit is None:
+                cid = c.execute("INSERT INTO clusters (video_id, threshold, mean, n_tracks) VALUES (?,?,?,1)",
+                                (video_id, self.p.threshold, v.tobytes())).lastrowid
+                ids.append(cid)
+                means.append(v)
+                thresholds.append(self.p.threshold)
+                groups.append({shot})
+                sizes[cid] = 1
+            else:
+                k, d = hit
+                cid = ids[k]
+                n = sizes[cid]
+                means[k] = (means[k] * n + v) / (n + 1)
+                thresholds[k] = merged_threshold(thresholds[k], self.p.threshold, d)
+                groups[k].add(shot)
+                sizes[cid] = n + 1
+                c.execute("UPDATE clusters SET mean=?, threshold=?, n_tracks=? WHERE id=?",
+                          (means[k].tobytes(), thresholds[k], n + 1, cid))
+            c.execute("UPDATE tracks SET cluster_id=? WHERE id=?", (cid, tid))
+
+    def _size(self, cluster_id: int) -> int:
+        return self.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE cluster_id=?", (cluster_id,)).fetchone()[0]
+
+    def _cluster_shots(self, cluster_id: int) -> set:
+        return {r[0] for r in self.cat.conn.execute("SELECT DISTINCT shot_idx FROM tracks WHERE cluster_id=?", (cluster_id,))}
+
+    # --- batch ----------------------------------------------------------------------------------
+    def build(self, video_id: int, recluster: bool = True) -> int:
+        """Track what is left, then cluster all tracks of the video. Returns the number of clusters."""
+        if self.cat.video(video_id) is None:
+            raise NotFoundError(f"no video with id {video_id}")
+        self.track_video(video_id)
+        c = self.cat.conn
+        have = c.execute("SELECT COUNT(*) FROM clusters WHERE video_id=?", (video_id,)).fetchone()[0]
+        unassigned = c.execute("SELECT COUNT(*) FROM tracks WHERE video_id=? AND vec IS NOT NULL AND cluster_id IS NULL",
+                               (video_id,)).fetchone()[0]
+        if have and not recluster and not unassigned:
+            return have
+        rows, vecs = self._tracks(video_id)
+        old_names = {r[0]: r[1] for r in c.execute("SELECT id, name FROM clusters WHERE video_id=? AND name IS NOT NULL",
+                                                   (video_id,))}
+        old_of_track = {r["id"]: r["cluster_id"] for r in rows}
+        result = cluster(vecs, [r["shot_idx"] for r in rows], self.p.threshold, self.p.metric)
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("UPDATE tracks SET cluster_id=NULL WHERE video_id=?", (video_id,))
+            c.execute("DELETE FROM clusters WHERE video_id=?", (video_id,))
+            new_ids = []
+            for k in range(len(result.means)):
+                new_ids.append(c.execute("INSERT INTO clusters (video_id, threshold, mean, n_tracks) VALUES (?,?,?,?)",
+                                         (video_id, float(result.thresholds[k]), result.means[k].astype(np.float64).tobytes(),
+                                          int(result.sizes[k]))).lastrowid)
+            c.executemany("UPDATE tracks SET cluster_id=? WHERE id=?",
+                          [(new_ids[int(lab)], r["id"]) for r, lab in zip(rows, result.labels)])
+            # names follow their tracks: each old named cluster → the new cluster holding most of them
+            for old, name in old_names.items():
+                votes: dict[int, int] = {}
+                for r, lab in zip(rows, result.labels):
+                    if old_of_track[r["id"]] == old:
+                        votes[new_ids[int(lab)]] = votes.get(new_ids[int(lab)], 0) + 1
+                target = max(votes, key=votes.get) if votes else None
+                if target is not None and c.execute("SELECT name FROM clusters WHERE id=?", (target,)).fetchone()[0] is None:
+                    c.execute("UPDATE clusters SET name=? WHERE id=?", (name, target))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return len(new_ids)
+
+    # --- reading and naming ---------------------------------------------------------------------
+    def clusters(self, video_id: int, faces_per_cluster: int = 12) -> list[dict]:
+        """Characters, most screen time first: shots, screen time, first appearance, best faces."""
+        c = self.cat.conn
+        out = []
+        video = self.cat.video(video_id)
+        step = 1.0 / 5.0
+        if video and video["config"]:
+            import json
+            step = 1.0 / float(json.loads(video["config"]).get("ingest", {}).get("sample_fps", 5.0))
+        for cl in c.execute("SELECT * FROM clusters WHERE video_id=?", (video_id,)).fetchall():
+            tr = c.execute("SELECT id, shot_idx, start_s, end_s FROM tracks WHERE cluster_id=?", (cl["id"],)).fetchall()
+            if not tr:
+                continue
+            faces = c.execute(
+                "SELECT tf.face_id, tf.quality, f.time_s, f.id AS frame_id, fc.x1, fc.y1, fc.x2, fc.y2, t.shot_idx"
+                " FROM track_faces tf JOIN tracks t ON t.id=tf.track_id JOIN faces fc ON fc.id=tf.face_id"
+                " JOIN frames f ON f.id=fc.frame_id WHERE t.cluster_id=? ORDER BY tf.quality DESC", (cl["id"],)).fetchall()
+            best, seen_tracks = [], set()
+            # one face per shot first, so the sheet shows the character in different shots
+            for f in faces:
+                if f["shot_idx"] not in seen_tracks and len(best) < faces_per_cluster:
+                    best.append(f)
+                    seen_tracks.add(f["shot_idx"])
+            for f in faces:
+                if len(best) >= faces_per_cluster:
+                    break
+                if f not in best:
+                    best.append(f)
+            out.append({"cluster": cl["id"], "video": video_id, "name": cl["name"], "tracks": len(tr),
+                        "shots": sorted({t["shot_idx"] for t in tr}),
+                        "screen_time_s": round(sum(t["end_s"] - t["start_s"] + step for t in tr), 2),
+                        "first_s": round(min(t["start_s"] for t in tr), 3), "threshold": round(cl["threshold"], 4),
+                        "faces": [{"face": f["face_id"], "frame": f["frame_id"], "time_s": f["time_s"],
+                                   "box": [f["x1"], f["y1"], f["x2"], f["y2"]], "quality": round(f["quality"], 3)}
+                                  for f in best]})
+        out.sort(key=lambda d: (-d["screen_time_s"], d["first_s"]))
+        return out
+
+    def name(self, cluster_id: int, name: str) -> None:
+        name = name.strip()
+        if not name:
+            raise InputError("a cluster name cannot be empty")
+        c = self.cat.conn
+        if c.execute("SELECT 1 FROM clusters WHERE id=?", (cluster_id,)).fetchone() is None:
+            raise NotFoundError(f"no cluster with id {cluster_id} (see `castfinder cast`)")
+        other = c.execute("SELECT id FROM clusters WHERE name=? AND id<>?", (name, cluster_id)).fetchone()
+        if other is not None:
+            raise InputError(f"the name '{name}' is already used by cluster {other[0]}")
+        c.execute("UPDATE clusters SET name=? WHERE id=?", (name, cluster_id))
+
+    def named(self, name: str) -> tuple[int, int, np.ndarray]:
+        """(cluster id, video id, track vectors) of the cluster with this name."""
+        ensure_schema(self.cat)
+        row = self.cat.conn.execute("SELECT id, video_id FROM clusters WHERE name=?", (name,)).fetchone()
+        if row is None:
+            known = [r[0] for r in self.cat.conn.execute("SELECT name FROM clusters WHERE name IS NOT NULL ORDER BY name")]
+            raise NotFoundError(f"no photos given and no cluster is named '{name}'"
+                                + (f" (named: {', '.join(known)})" if known else " (name one with `castfinder cast name`)"))
+        return row[0], row[1], self.cluster_vectors(row[0])
+
+    def cluster_vectors(self, cluster_id: int) -> np.ndarray:
+        rows = self.cat.conn.execute("SELECT vec FROM tracks WHERE cluster_id=? AND vec IS NOT NULL", (cluster_id,)).fetchall()
+        return np.stack([np.frombuffer(r[0], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+
+    def nearest_clusters(self, vector: np.ndarray, video_id: int | None, margin: float = 1.0) -> list[tuple[int, float]]:
+        """Clusters whose sphere holds this vector (distance <= threshold * margin), closest first."""
+        q = "SELECT id, threshold, mean FROM clusters" + (" WHERE video_id=?" if video_id else "")
+        rows = self.cat.conn.execute(q, (video_id,) if video_id else ()).fetchall()
+        if not rows:
+            return []
+        means = np.stack([np.frombuffer(r["mean"], np.float64) for r in rows])
+        d = distances(self.p.metric, np.asarray(vector, np.float64), means)
+        hits = [(rows[i]["id"], float(d[i])) for i in np.argsort(d) if d[i] <= rows[i]["threshold"] * margin]
+        return hits
+
+
+def forget_shots(catalogue, video_id: int, from_shot: int) -> None:
+    """An ingest resumes at `from_shot` (or a video is removed): its tracks go, cluster means are
+    recomputed from the tracks that stay, empty clusters go."""
+    ensure_schema(catalogue)
+    c = catalogue.conn
+    c.execute("DELETE FROM track_faces WHERE track_id IN (SELECT id FROM tracks WHERE video_id=? AND shot_idx>=?)",
+              (video_id, from_shot))
+    c.execute("DELETE FROM tracks WHERE video_id=? AND shot_idx>=?", (video_id, from_shot))
+    c.execute("DELETE FROM cast_shots WHERE video_id=? AND shot_idx>=?", (video_id, from_shot))
+    for (cid,) in c.execute("SELECT id FROM clusters WHERE video_id=?", (video_id,)).fetchall():
+        rows = c.execute("SELECT vec FROM tracks WHERE cluster_id=? AND vec IS NOT NULL", (cid,)).fetchall()
+        if not rows:
+            c.execute("DELETE FROM clusters WHERE id=?", (cid,))
+        else:
+            mean = np.mean([np.frombuffer(r[0], np.float32) for r in rows], axis=0).astype(np.float64)
+            c.execute("UPDATE clusters SET mean=?, n_tracks=? WHERE id=?", (mean.tobytes(), len(rows), cid))
