@@ -173,18 +173,16 @@ def cmd_cast(args) -> int:
     from .errors import InputError, NotFoundError
     from .querying import QueryEngine
 
+    if not args.index:
+        raise InputError("cast: --index DIR is required")
     cfg = load_config(args.config)
     store = IndexStore(args.index)
     cast = QueryEngine(store, cfg).cast()
     if args.action == "name":
-        if args.cluster is None or args.name is None:
-            raise InputError("usage: castfinder cast name --index DIR CLUSTER NAME")
         cast.name(args.cluster, args.name)
         print(f"cluster {args.cluster} is now '{args.name.strip()}'; find it with: "
               f"castfinder query --index {args.index} --character \"{args.name.strip()}\"")
         return 0
-    if args.action != "list" or args.cluster is not None:
-        raise InputError("usage: castfinder cast [list] --index DIR [--video ID] | cast name --index DIR CLUSTER NAME")
     rows = [store.catalogue.video(args.video)] if args.video else store.catalogue.videos()
     if args.video and rows[0] is None:
         raise NotFoundError(f"no video with id {args.video}")
@@ -279,18 +277,22 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
     srv.set_defaults(func=cmd_serve)
 
-    cst = sub.add_parser("cast", help="the characters of a video, found without photos; name them")
-    cst.add_argument("action", nargs="?", default="list", choices=["list", "name"])
-    cst.add_argument("cluster", nargs="?", type=int, help="(name) cluster id")
-    cst.add_argument("name", nargs="?", help="(name) the character's name")
-    cst.add_argument("--index", required=True)
+    cst = sub.add_parser("cast", help="the characters of a video, found without photos; `cast name` names one",
+                         description="castfinder cast --index DIR [--video ID] | castfinder cast name --index DIR CLUSTER NAME")
+    cst.add_argument("--index", help="index directory")
     cst.add_argument("--video", type=int, help="only this video")
     cst.add_argument("--recluster", action="store_true", help="run the batch clustering again")
     cst.add_argument("--sheets", help="contact sheets go here (default: INDEX/cast/)")
     cst.add_argument("--no-sheets", action="store_true")
     cst.add_argument("--config", help="preset for cast settings")
     cst.add_argument("--json", action="store_true")
-    cst.set_defaults(func=cmd_cast)
+    cst.set_defaults(func=cmd_cast, action="list", cluster=None, name=None)
+    cst_sub = cst.add_subparsers(dest="action")
+    nm = cst_sub.add_parser("name", help="name a cluster (then query --character NAME works without photos)")
+    nm.add_argument("--index", required=True)
+    nm.add_argument("--config")
+    nm.add_argument("cluster", type=int, help="cluster id (see `castfinder cast`)")
+    nm.add_argument("name", help="the character's name")
 
     vid = sub.add_parser("videos", help="list indexed videos")
     vid.add_argument("--index", required=True)

@@ -54,9 +54,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 @dataclass
 class TrackParams:
     min_iou: float = 0.1          # boxes must overlap this much ...
-    min_sim_with_iou: float = 0.85  # ... and the faces look this alike,
-    min_sim_alone: float = 0.93   # or the faces alone are this alike (a fast move, a dropped frame)
-    max_gap_s: float = 2.0        # a track not seen for this long is closed
+    min_sim_with_iou: float = 0.90  # ... and the faces look this alike (different people: ~0.83 on average),
+    min_sim_alone: float = 0.94   # or the faces alone are this alike (a fast move, a dropped frame)
+    max_gap_s: float = 6.0        # a track not seen for this long is closed (dedup thins still shots)
     f_min: int = 2                # tracks with fewer detections are dropped (posters, masks, misfires) ...
 
 

@@ -54,3 +54,29 @@ def friends_index(tmp_path_factory, models, ingest_cfg):
     result = IngestJob(str(clip("friends")), store, ingest_cfg, models).run()
     store.close()
     return path, result
+
+
+def copy_index(path, tmp_path, name="copy"):
+    """A private copy of a shared (session) index, to change or damage safely."""
+    import shutil
+    dst = tmp_path / name
+    shutil.copytree(path, dst)
+    return dst
+
+
+def make_video(path, seconds=2.0, fps=10, size=(160, 120), seed=0):
+    """A small synthetic MP4 (smooth moving colour noise, no faces)."""
+    import av
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.kron(np.roll(base, i, axis=1), np.ones((8, 8, 1), np.uint8))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

@@ -9,7 +9,7 @@ from index.store import IndexStore
 from index.vector_store import FeatureIndex
 from stream.pipeline import IngestJob
 
-from conftest import clip
+from conftest import copy_index, clip
 
 
 def test_searches_during_ingest_never_crash_and_only_grow(tmp_path, models, ingest_cfg):
@@ -77,9 +77,7 @@ def test_rwlock_excludes_writers_from_readers():
 
 def copy_of_index(friends_index, tmp_path):
     """A private copy of the friends index, and its effnet vector count, to damage safely."""
-    import shutil
-    dst = tmp_path / "copy"
-    shutil.copytree(friends_index[0], dst)
+    dst = copy_index(friends_index[0], tmp_path)
     store = IndexStore(dst)
     return dst, store, store.feature("effnet-lite0").ntotal
 
