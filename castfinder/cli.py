@@ -188,16 +188,7 @@ def cmd_cast(args) -> int:
         raise NotFoundError(f"no video with id {args.video}")
     docs = []
     for video in rows:
-        ingesting = video["status"] == "ingesting"
-        if not ingesting:  # a finished video gets the batch algorithm; a running one shows its incremental cast
-            tracked = cast.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video["id"],)).fetchone()[0] \
-                if cast.cat.conn.execute("SELECT name FROM sqlite_master WHERE name='tracks'").fetchone() else 0
-            stamp = store.catalogue.get_meta(f"cast_batch_{video['id']}")
-            if args.recluster or stamp is None or stamp != tracked or cast.track_video(video["id"]):
-                cast.build(video["id"], recluster=True)
-                n = cast.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video["id"],)).fetchone()[0]
-                store.catalogue.set_meta(f"cast_batch_{video['id']}", n)
-        clusters = cast.clusters(video["id"])
+        clusters = cast.current(video["id"], recluster=args.recluster)
         sheets_dir = Path(args.sheets or Path(args.index) / "cast") / f"video{video['id']}"
         if clusters and not args.no_sheets:
             from .contact_sheet import cluster_sheet, overview_sheet

@@ -42,3 +42,9 @@ class TooLargeError(CastfinderError):
     """An upload over the size limit."""
 
     http_status = 413
+
+
+class NameTakenError(CastfinderError):
+    """A cluster name already given to another cluster."""
+
+    http_status = 409

@@ -33,6 +33,10 @@ class VideoRequest(BaseModel):
     force: bool = Field(False, description="rebuild even if this file is already indexed")
 
 
+class ClusterName(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="the character's name")
+
+
 def video_status(store, manager: IngestManager, row, with_shots: bool = False) -> dict:
     counts = store.catalogue.counts(row["id"])
     job = manager.job(row["id"])
@@ -185,17 +189,55 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
             raise NotFoundError(f"video {video_id}: the source cannot be re-read for a thumbnail (live or moved)")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
+    # --- cast -----------------------------------------------------------------------------------
+    def _cast_doc(video_id: int, clusters: list[dict]) -> list[dict]:
+        for cl in clusters:
+            cl["sheet"] = f"/videos/{video_id}/cast/{cl['cluster']}/sheet.png"
+        return clusters
+
+    @app.get("/videos/{video_id}/cast", summary="the characters found without photos (grows during ingest)")
+    def get_cast(video_id: int, recluster: bool = False):
+        _video_row(video_id)
+        clusters = engine.cast().current(video_id, recluster=recluster)
+        return {"video": video_id, "clusters": _cast_doc(video_id, clusters),
+                "message": None if clusters else "no face tracks in this video yet: the cast is empty"}
+
+    @app.put("/videos/{video_id}/cast/{cluster_id}", summary="name a cluster; then query by that name without photos")
+    def name_cluster(video_id: int, cluster_id: int, body: ClusterName):
+        _video_row(video_id)
+        cast = engine.cast()
+        row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster_id,)).fetchone()
+        if row is None or row[0] != video_id:
+            raise NotFoundError(f"video {video_id} has no cluster {cluster_id}")
+        cast.name(cluster_id, body.name)
+        return {"cluster": cluster_id, "video": video_id, "name": body.name.strip()}
+
+    @app.get("/videos/{video_id}/cast/{cluster_id}/sheet.png", summary="contact sheet of a cluster's best faces",
+             responses={200: {"content": {"image/png": {}}}})
+    def cluster_sheet_png(video_id: int, cluster_id: int):
+        from .contact_sheet import cluster_sheet
+        cl = next((c for c in engine.cast().clusters(video_id) if c["cluster"] == cluster_id), None)
+        if cl is None:
+            raise NotFoundError(f"video {video_id} has no cluster {cluster_id}")
+        path = cluster_sheet(store, cl, thumbs_dir / f"sheet_v{video_id}_c{cluster_id}_{len(cl['faces'])}_{cl['tracks']}.png")
+        if path is None:
+            raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces (live or moved)")
+        return Response(path.read_bytes(), media_type="image/png")
+
     # --- query ----------------------------------------------------------------------------------
     @app.post("/query", summary="find the shots where a character appears, from photos")
-    def query(photos: list[UploadFile] = File(..., description="sample photos of the character"),
+    def query(photos: list[UploadFile] | None = File(None, description="sample photos of the character "
+                                                      "(none: `character` names a cast cluster)"),
               character: str | None = Form(None), video: int | None = Form(None),
               features: str | None = Form(None, description="face=NAME,frame=NAME; NAME may be none"),
               both: bool = Form(False, description="face and frame features for every photo"),
               top_k: int | None = Form(None, ge=1, le=100000), fusion: str | None = Form(None),
-              limit: int | None = Form(None, ge=1, le=10000)):
+              limit: int | None = Form(None, ge=1, le=10000),
+              expand: bool = Form(False, description="photos matching a cast cluster pull in its tracks")):
         t0 = time.perf_counter()
         try:
             from models.photo import load_photo
+            photos = photos or []
             if len(photos) > max_photos:
                 raise InputError(f"too many photos ({len(photos)}; at most {max_photos})")
             decoded = []
@@ -208,7 +250,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
             if not store.writable:
                 store.refresh()
             doc, hits = engine.query(decoded, character=character, video_id=video, features=features,
-                                     use_both=both or None, top_k=top_k, fusion=fusion, limit=limit)
+                                     use_both=both or None, top_k=top_k, fusion=fusion, limit=limit, expand=expand)
             for r, h in zip(doc["results"], hits):
                 r["thumbnail"] = (f"/shots/{h.video_id}/{h.shot}/thumbnail?frame={h.best_frame_id}"
                                   + (f"&face={h.best_face_id}" if h.best_face_id is not None else ""))

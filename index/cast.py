@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from castfinder.errors import InputError, NotFoundError
+from castfinder.errors import InputError, NameTakenError, NotFoundError
 
 from .cast_clustering import cluster, join, merged_threshold, distances
 from .tracks import TrackParams, link, shot_detections
@@ -187,6 +187,21 @@ class Cast:
             raise
         return len(new_ids)
 
+    def current(self, video_id: int, recluster: bool = False) -> list[dict]:
+        """The cast to show: a video still ingesting shows its incremental clusters; a finished one
+        gets the batch algorithm once (again when new tracks appeared, or when asked)."""
+        video = self.cat.video(video_id)
+        if video is None:
+            raise NotFoundError(f"no video with id {video_id}")
+        if video["status"] != "ingesting":
+            tracked = self.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video_id,)).fetchone()[0]
+            stamp = self.cat.get_meta(f"cast_batch_{video_id}")
+            if recluster or stamp != tracked or self.track_video(video_id):
+                self.build(video_id, recluster=True)
+                n = self.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video_id,)).fetchone()[0]
+                self.cat.set_meta(f"cast_batch_{video_id}", n)
+        return self.clusters(video_id)
+
     # --- reading and naming ---------------------------------------------------------------------
     def clusters(self, video_id: int, faces_per_cluster: int = 12) -> list[dict]:
         """Characters, most screen time first: shots, screen time, first appearance, best faces."""
@@ -235,7 +250,7 @@ class Cast:
             raise NotFoundError(f"no cluster with id {cluster_id} (see `castfinder cast`)")
         other = c.execute("SELECT id FROM clusters WHERE name=? AND id<>?", (name, cluster_id)).fetchone()
         if other is not None:
-            raise InputError(f"the name '{name}' is already used by cluster {other[0]}")
+            raise NameTakenError(f"the name '{name}' is already used by cluster {other[0]}")
         c.execute("UPDATE clusters SET name=? WHERE id=?", (name, cluster_id))
 
     def named(self, name: str) -> tuple[int, int, np.ndarray]:

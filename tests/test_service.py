@@ -189,7 +189,8 @@ def test_bad_inputs_are_4xx_and_the_server_lives(server, videos, tmp_path):
         (c.post("/query", files=[good], data={"features": "face=nope"}), 400, "unknown face feature"),
         (c.post("/query", files=[good], data={"features": "face=arcface"}), 400, "not in this index"),
         (c.post("/query", files=[good], data={"fusion": "best"}), 400, "unknown fusion"),
-        (c.post("/query", data={"character": "x"}), 422, ""),
+        (c.post("/query", data={"character": "x"}), 404, "no cluster is named 'x'"),
+        (c.post("/query", data={}), 400, "give photos"),
         (c.get("/videos/999"), 404, "no video"),
         (c.delete("/videos/999"), 404, "no video"),
         (c.get(f"/shots/{videos['friends']}/99/thumbnail"), 404, "no shot"),
@@ -215,3 +216,31 @@ def test_busy_port_is_a_clear_error(server, tmp_path):
     r = run_cli("serve", "--index", tmp_path / "idx", "--port", server.port, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "cannot serve on 127.0.0.1" in r.stderr.strip().splitlines()[-1]
+
+
+def test_cast_over_http_name_and_query_by_name(server, videos):
+    vid = videos["avenger2"]
+    r = server.client.get(f"/videos/{vid}/cast")
+    assert r.status_code == 200, r.text
+    clusters = r.json()["clusters"]
+    assert len(clusters) >= 3
+    sheet = server.client.get(clusters[0]["sheet"])
+    assert sheet.status_code == 200 and sheet.headers["content-type"] == "image/png"
+    # the cluster the Tony photos fall into, named, then searched with no photos
+    doc = server.query(refs("avenger2", "Tony"), video=vid, expand="true").json()
+    tony = next(int(q["photo"].split(":")[1]) for q in doc["queries"] if q["photo"].startswith("cluster:"))
+    r = server.client.put(f"/videos/{vid}/cast/{tony}", json={"name": "Tony Stark"})
+    assert r.status_code == 200, r.text
+    r = server.client.post("/query", data={"character": "Tony Stark", "video": str(vid)})
+    assert r.status_code == 200, r.text
+    t = truth("avenger2")
+    ranked = map_to_true(t, [(h["start_s"], h["end_s"]) for h in r.json()["results"]])
+    assert average_precision(ranked, relevant_shots(t, "Tony")) >= 0.99
+    # bad input: a taken name, an unknown cluster, an empty name, no photos and no such name
+    other = next(c["cluster"] for c in clusters if c["cluster"] != tony)
+    assert server.client.put(f"/videos/{vid}/cast/{other}", json={"name": "Tony Stark"}).status_code == 409
+    assert server.client.put(f"/videos/{vid}/cast/99999", json={"name": "X"}).status_code == 404
+    assert server.client.put(f"/videos/{vid}/cast/{other}", json={"name": ""}).status_code == 422
+    r = server.client.post("/query", data={"character": "Nobody"})
+    assert r.status_code == 404 and "no cluster is named" in r.json()["error"]
+    assert server.client.get("/videos/999/cast").status_code == 404
