@@ -217,6 +217,36 @@ def cmd_cast(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    report = run_eval(args.data, args.config or ["default", "report"], args.out, clips=args.clips,
+                      ablation=not args.no_ablation, survey=not args.no_survey, log=log)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}; PR curves under "
+          f"{Path(args.out)}/<preset>/", file=sys.stderr)
+    return 0 if report["presets"] else 2
+
+
+def cmd_eval_faces(args) -> int:
+    from .evaluate import eval_faces
+
+    rows = eval_faces(args.pairs, weights_dir=args.weights_dir, log=lambda m: None)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'embedder':<18} {'pairs':>5}  {'accuracy':>8}  {'threshold':>9}  {'ROC AUC':>7}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['embedder']:<18} skipped: {r['skipped']}")
+        else:
+            print(f"{r['embedder']:<18} {r['pairs']:>5}  {r['accuracy']:>8.3f}  {r['threshold']:>9.3f}  {r['roc_auc']:>7.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="castfinder", description="Find movie characters in streaming video.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -284,6 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
     nm.add_argument("--config")
     nm.add_argument("cluster", type=int, help="cluster id (see `castfinder cast`)")
     nm.add_argument("name", help="the character's name")
+
+    ev = sub.add_parser("eval", help="MAP, P@k, R@k, PR curves, ablation and query-count survey on labelled clips")
+    ev.add_argument("--data", required=True, help="folder of clips (video.mp4, truth.json, refs/), e.g. ../shared/data/dev")
+    ev.add_argument("--config", action="append", help="preset(s) to compare (repeat; default: default and report)")
+    ev.add_argument("--out", default="out/eval", help="report, pictures and reusable indexes go here")
+    ev.add_argument("--clips", nargs="+", help="only these clips")
+    ev.add_argument("--no-ablation", action="store_true")
+    ev.add_argument("--no-survey", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    evf = sub.add_parser("eval-faces", help="face verification accuracy and ROC AUC per installed face embedder")
+    evf.add_argument("pairs", help="folder with master.csv and the photos, e.g. ../shared/data/faces/deepface")
+    evf.add_argument("--weights-dir")
+    evf.add_argument("--json", action="store_true")
+    evf.set_defaults(func=cmd_eval_faces)
 
     vid = sub.add_parser("videos", help="list indexed videos")
     vid.add_argument("--index", required=True)

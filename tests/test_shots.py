@@ -2,6 +2,7 @@
 
 import pytest
 
+from index.evaluation import cut_precision_recall
 from stream.decode import VideoDecoder
 from stream.shots import ShotClosed, ShotSegmenter
 
@@ -27,12 +28,7 @@ def detect_cuts(name: str, threshold: float = 20.0) -> list[int]:
     return [s.start_frame for s in shots[1:]]
 
 
-def precision_recall(pred: list[int], true: list[int], tol: int = 2) -> tuple[float, float]:
-    if not pred and not true:
-        return 1.0, 1.0
-    p = sum(any(abs(x - t) <= tol for t in true) for x in pred) / len(pred) if pred else 1.0
-    r = sum(any(abs(x - t) <= tol for x in pred) for t in true) / len(true) if true else (1.0 if not pred else 0.0)
-    return p, r
+precision_recall = cut_precision_recall
 
 
 @pytest.mark.parametrize("name", CLIPS)
