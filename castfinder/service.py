@@ -107,7 +107,9 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     async def guard(request: Request, call_next):
         path = request.url.path
         if token and not (path in OPEN_PATHS or path == "/" or path.startswith("/static/")):
-            if request.headers.get("authorization", "") != f"Bearer {token}":
+            # images and the video element cannot send headers: they may carry ?access_token=
+            if (request.headers.get("authorization", "") != f"Bearer {token}"
+                    and request.query_params.get("access_token") != token):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         length = request.headers.get("content-length")
@@ -118,6 +120,16 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         route = request.scope.get("route")
         M.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), f"{response.status_code // 100}xx").inc()
         return response
+
+    # --- the web page ---------------------------------------------------------------------------
+    from fastapi.staticfiles import StaticFiles
+    web = Path(__file__).parent / "web"
+    app.mount("/static", StaticFiles(directory=web), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index_page():
+        from fastapi.responses import FileResponse
+        return FileResponse(web / "index.html", media_type="text/html")
 
     # --- health and metrics ---------------------------------------------------------------------
     @app.get("/healthz", summary="liveness and readiness")
