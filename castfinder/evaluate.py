@@ -248,8 +248,9 @@ def markdown(report: dict) -> str:
     if report.get("ablation"):
         lines += ["", f"## Ablation (one change at a time from {names[0]})", "", "| change | MAP |", "|---|---|"]
         for row in report["ablation"]:
+            reason = row.get("skipped", "").split(" Online,")[0]  # the how-to-install part is in report.json
             lines.append(f"| {row['change']} | " + (f"{row['map']:.3f}" if row["map"] is not None
-                                                    else f"skipped: {row['skipped']}") + " |")
+                                                    else f"skipped: {reason}") + " |")
     if report.get("survey"):
         lines += ["", "## MAP by number of photos per character (random subsets, seed 0)", "",
                   "| photos | MAP | characters |", "|---|---|---|"]
