@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, indexes a shared clip with the offline defaults, prints its shots, then finds the shots
-# where the first character with sample photos in the clip's refs/ appears.
+# where the first character with sample photos in the clip's refs/ appears, and lists the cast found
+# without photos (contact sheets in out/demo-cast/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,3 +17,8 @@ if [ -d "$REFS" ]; then
     --photos "$CHARACTER_DIR"/* --thumbnails out/demo-thumbnails
   echo "thumbnails of the matching shots: out/demo-thumbnails/"
 fi
+echo
+# the characters found without any photo, with contact sheets
+castfinder cast --index "$INDEX" --sheets out/demo-cast
+echo
+echo "next: castfinder serve --index $INDEX   (then open http://127.0.0.1:8000/)"
