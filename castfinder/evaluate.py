@@ -104,13 +104,16 @@ class Evaluator:
             self._vectors[key] = photo_vectors(photos, m.detector, fe, fr, use_both=cfg.query.use_both)
         return self._vectors[key]
 
-    def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int) -> list[int]:
+    def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None) -> list[int]:
         from index.search import search_shots
+        if expand_with is not None:
+            vectors = expand_with.expand(vectors, video_id)
         hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id)
         return map_to_true(clip.truth, [(h.start_s, h.end_s) for h in hits])
 
     def run_config(self, cfg: Config, fusion: str | None = None, top_k: int | None = None, face: str | None = "",
-                   frame: str | None = "", photos_per_query: int | None = None, seed: int = 0) -> dict:
+                   frame: str | None = "", photos_per_query: int | None = None, seed: int = 0,
+                   expand: bool = False) -> dict:
         """Rank every character of every clip. photos_per_query: score random subsets of that many
         photos (at most 10 per character) and average their AP (the query-count survey)."""
         fusion, top_k = fusion or cfg.query.fusion, top_k or cfg.query.top_k
@@ -121,12 +124,17 @@ class Evaluator:
             if not clip.characters:
                 continue
             store, vid = self.ingest(cfg, clip)
+            engine = None
+            if expand:  # query expansion through the cast: the batch clusters of the finished video
+                from .querying import QueryEngine
+                engine = QueryEngine(store, cfg)
+                engine.cast().current(vid)
             for character in clip.characters:
                 q = f"{clip.name}/{character}"
                 relevants[q] = relevant_shots(clip.truth, character)
                 vectors = self.photo_vectors(cfg, clip, character, face, frame)
                 if photos_per_query is None:
-                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k)
+                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine)
                     aps[q] = average_precision(rankings[q], relevants[q])
                     continue
                 photos = sorted({v.photo for v in vectors})
@@ -137,7 +145,7 @@ class Evaluator:
                 scores = []
                 for subset in subsets[:10]:
                     sub = [v for v in vectors if v.photo in subset]
-                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k), relevants[q]))
+                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine), relevants[q]))
                 aps[q] = float(np.mean(scores))
         return {"rankings": rankings, "relevants": relevants, "ap": aps,
                 "map": float(np.mean(list(aps.values()))) if aps else 0.0}
@@ -171,6 +179,8 @@ class Evaluator:
         for fusion in ("max", "frequency", "rrf"):
             if fusion != base.query.fusion:
                 rows.append((f"fusion: {fusion}", {}, {"fusion": fusion}))
+        rows.append(("query expansion through the cast (--expand)", {}, {"expand": True}))
+        rows.append(("query expansion, one photo per query", {}, {"expand": True, "photos_per_query": 1}))
         rows.append((f"top-k: {500 if base.query.top_k != 500 else 5000}", {},
                      {"top_k": 500 if base.query.top_k != 500 else 5000}))
         out = []

@@ -29,7 +29,8 @@ def distances(metric: str, x: np.ndarray, ys: np.ndarray) -> np.ndarray:
         ny[ny == 0] = 1.0
         return 1.0 - (ys @ x) / (ny * nx)
     if metric == "l2":
-        return np.linalg.norm(ys - x, axis=1)
+        sq = np.einsum("ij,ij->i", ys, ys) + x @ x - 2.0 * (ys @ x)
+        return np.sqrt(np.maximum(sq, 0.0))
     if metric == "l1":
         return np.abs(ys - x).sum(axis=1)
     raise ValueError(f"unknown metric '{metric}' (known: {', '.join(METRICS)})")
@@ -85,14 +86,18 @@ def cluster(vectors: np.ndarray, groups, threshold: float | np.ndarray, metric: 
     groups = list(groups)
     shot_sets = [{g} for g in groups]
     heap: list[tuple[float, int, int, int, int]] = []
+    sq = np.einsum("ij,ij->i", means, means)
 
     # initial candidate pairs, block by block (never an N x N matrix in memory)
+    gid = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    group_of = np.array([gid[g] for g in groups], np.int64)
     for s in range(0, n, block):
         d = pairwise_block(metric, x[s:s + block], x)
         rows, cols = np.nonzero(d <= np.minimum(t[s:s + block, None], t[None, :]))
-        for i, j in zip(rows + s, cols):
-            if i < j and groups[i] != groups[j]:
-                heap.append((float(d[i - s, j]), int(i), int(j), 0, 0))
+        rows += s
+        keep = (rows < cols) & (group_of[rows] != group_of[cols])
+        rows, cols = rows[keep], cols[keep]
+        heap.extend(zip(d[rows - s, cols].tolist(), rows.tolist(), cols.tolist(), [0] * len(rows), [0] * len(rows)))
     heapq.heapify(heap)
 
     merges = 0
@@ -117,7 +122,11 @@ def cluster(vectors: np.ndarray, groups, threshold: float | np.ndarray, metric: 
         others = others[others != a]
         if len(others) == 0:
             break
-        dist = distances(metric, means[a], means[others])
+        if metric == "l2":  # squared norms cached: one matrix-vector product per merge
+            sq[a] = means[a] @ means[a]
+            dist = np.sqrt(np.maximum(sq[others] + sq[a] - 2.0 * (means[others] @ means[a]), 0.0))
+        else:
+            dist = distances(metric, means[a], means[others])
         ok = dist <= np.minimum(t[a], t[others])
         for c, dc in zip(others[ok], dist[ok]):
             if not (shot_sets[a] & shot_sets[c]):

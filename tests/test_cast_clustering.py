@@ -92,3 +92,50 @@ def test_thousands_of_tracks_are_fast():
         assert len(set(who[res.labels == k])) == 1
     assert 40 <= len(res.sizes) <= 60
     print(f"4000 tracks clustered in {elapsed:.1f} s")
+
+
+def reference_cluster(x, groups, t0, metric="l2"):
+    """The paper's algorithm written as plainly as possible (dense matrix, O(N^3)): the fast one
+    must give the same partition."""
+    from index.cast_clustering import distances
+    n = len(x)
+    clusters = {i: {"m": x[i].astype(float), "t": float(t0), "members": [i], "shots": {groups[i]}} for i in range(n)}
+    refused = set()
+    while True:
+        best = None
+        ids = sorted(clusters)
+        for ai, a in enumerate(ids):
+            for b in ids[ai + 1:]:
+                if (a, b) in refused or clusters[a]["shots"] & clusters[b]["shots"]:
+                    continue
+                d = float(distances(metric, clusters[a]["m"], clusters[b]["m"][None])[0])
+                if best is None or d < best[0]:
+                    best = (d, a, b)
+        if best is None:
+            break
+        d, a, b = best
+        A, B = clusters[a], clusters[b]
+        if d > min(A["t"], B["t"]):
+            refused.add((a, b))
+            continue
+        na, nb = len(A["members"]), len(B["members"])
+        A["m"] = (A["m"] * na + B["m"] * nb) / (na + nb)
+        A["t"] = merged_threshold(A["t"], B["t"], d)
+        A["members"] += B["members"]
+        A["shots"] |= B["shots"]
+        del clusters[b]
+        refused = {p for p in refused if a not in p}     # a changed: its pairs are looked at again
+    return sorted(sorted(c["members"]) for c in clusters.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_algorithm_matches_the_plain_one(seed):
+    rng = np.random.default_rng(seed)
+    centres = np.stack([unit(rng.normal(size=8)) for _ in range(4)])
+    who = rng.integers(0, 4, 40)
+    x = centres[who] + rng.normal(0, 0.15, (40, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    groups = list(rng.integers(0, 15, 40))          # shots: some tracks share one (cannot-link)
+    res = cluster(x, groups, 0.6)
+    fast = sorted(sorted(np.flatnonzero(res.labels == k).tolist()) for k in range(len(res.sizes)))
+    assert fast == reference_cluster(x, groups, 0.6)
