@@ -30,9 +30,9 @@ class IngestConfig:
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
-    batch_size: int = 8                # frames per detector / embedder batch (a GPU preset may raise it)
+    batch_size: int = 4                # frames per detector / embedder batch (a GPU preset may raise it)
     batch_timeout_s: float = 0.25      # a partial batch goes after this long (keeps live lag low)
-    queue_size: int = 4                # batches between stages: back-pressure, and a frame waits behind few others
+    queue_size: int = 2                # batches between stages: back-pressure, and a frame waits behind few others
     index_kind: str = "flat"           # flat | hnsw | ivf
     checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)
     device: str = "auto"               # auto | cpu | cuda
