@@ -17,6 +17,7 @@ _RANX_LOCK = threading.Lock()
 RANX_METHODS = {"rrf": "rrf", "combsum": "sum", "combmnz": "mnz", "combmax": "max", "combmed": "med",
                 "combanz": "anz", "borda": "bordafuse", "condorcet": "condorcet", "isr": "isr", "log_isr": "log_isr"}
 METHODS = ("max", "frequency", *RANX_METHODS)
+RRF_K = 60  # ranx's default
 
 ShotKey = tuple[int, int]  # (video_id, shot index)
 
@@ -71,6 +72,16 @@ def fuse_arrays(keys: np.ndarray, scores: np.ndarray, query: np.ndarray, method:
         best = np.full(len(uniq), -np.inf)
         np.maximum.at(best, inverse, scores)
         fused = best if method != "frequency" or n_runs == 1 else np.bincount(inverse) + best / 10.0
+        order = np.lexsort((uniq, -fused))
+        return uniq[order], fused[order]
+    if method == "rrf":  # the same formula as ranx (k = 60, ranks from 1), in numpy: no dicts
+        order = np.lexsort((-scores, query))
+        q_sorted = query[order]
+        starts = np.searchsorted(q_sorted, q_sorted, side="left")
+        ranks = np.empty(len(order), np.float64)
+        ranks[order] = np.arange(len(order)) - starts + 1
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        fused = np.bincount(inverse, weights=1.0 / (RRF_K + ranks))
         order = np.lexsort((uniq, -fused))
         return uniq[order], fused[order]
     runs: dict[int, dict] = {}

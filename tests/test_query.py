@@ -95,3 +95,21 @@ def test_query_bad_input(friends_index, tmp_path):
     assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--video", 99), "no video")
     assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--fusion", "vote"), "unknown fusion")
     assert_clean_error(run_cli("query", "--index", tmp_path / "nothing", "--photos", photo), "no index")
+
+
+def test_numpy_fusions_match_ranx_and_dicts():
+    from index.fusion import fuse_arrays
+    rng = np.random.default_rng(3)
+    runs = [{(1, int(s)): float(rng.random()) for s in rng.choice(40, 25, replace=False)} for _ in range(4)]
+    keys = np.array([(k[0] << 32) | k[1] for r in runs for k in r], np.int64)
+    scores = np.array([v for r in runs for v in r.values()])
+    query = np.array([i for i, r in enumerate(runs) for _ in r])
+    for method in ("max", "frequency", "rrf"):
+        k, s = fuse_arrays(keys, scores, query, method)
+        expected = fuse(runs, method) if method != "rrf" else None
+        if method == "rrf":  # against ranx itself
+            from index.fusion import _ranx_fuse
+            expected = _ranx_fuse(runs, "rrf")
+        got = [((int(x) >> 32, int(x) & 0xFFFFFFFF), float(v)) for x, v in zip(k, s)]
+        assert [g[0] for g in got] == [e[0] for e in expected], method
+        assert np.allclose([g[1] for g in got], [e[1] for e in expected]), method
