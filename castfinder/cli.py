@@ -33,17 +33,18 @@ def _progress_bar(job):
     return bar, update
 
 
+def _config_from_args(args):
+    """The preset, with --weights-dir and --device (where the command has them) applied."""
+    overrides = {k: v for k in ("weights_dir", "device") if (v := getattr(args, k, None))}
+    return load_config(args.config, {"ingest": overrides})
+
+
 def cmd_ingest(args) -> int:
     from index.store import IndexStore
     from stream.metrics import start_metrics_server
     from stream.pipeline import IngestJob, Models
 
-    overrides = {}
-    if args.weights_dir:
-        overrides["weights_dir"] = args.weights_dir
-    if args.device:
-        overrides["device"] = args.device
-    cfg = load_config(args.config, {"ingest": overrides})
+    cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
     store = IndexStore(args.index, writable=True, kind=cfg.ingest.index_kind)
@@ -126,8 +127,7 @@ def cmd_query(args) -> int:
 
     from .querying import QueryEngine
 
-    overrides = {"weights_dir": args.weights_dir} if args.weights_dir else {}
-    cfg = load_config(args.config, {"ingest": overrides})
+    cfg = _config_from_args(args)
     store = IndexStore(args.index)
     photos = [(str(p), load_photo(p), None) for p in args.photos or []]
     engine = QueryEngine(store, cfg)
@@ -156,12 +156,7 @@ def cmd_serve(args) -> int:
 
     from .service import serve
 
-    overrides = {}
-    if args.weights_dir:
-        overrides["weights_dir"] = args.weights_dir
-    if args.device:
-        overrides["device"] = args.device
-    cfg = load_config(args.config, {"ingest": overrides})
+    cfg = _config_from_args(args)
     serve(args.index, cfg, host=args.host, port=args.port, token=args.token or os.environ.get("CASTFINDER_TOKEN"),
           max_upload_mb=args.max_upload_mb)
     return 0
