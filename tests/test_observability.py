@@ -66,13 +66,16 @@ def test_prometheus_scrapes_ingest_and_query_metrics(server, tmp_path):
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        deadline = time.time() + 90
+        while time.time() < deadline:  # /-/ready is 503 (plain text) while the TSDB starts
             try:
-                if prom_value(url, 'up{job="castfinder"}') == 1:
+                if httpx.get(f"{url}/-/ready", timeout=5).status_code == 200 and \
+                        prom_value(url, 'up{job="castfinder"}') == 1:
                     break
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
+            if prom.poll() is not None:
+                raise AssertionError(f"prometheus exited: {prom.stderr.read().decode()[-2000:]}")
             time.sleep(0.5)
         assert prom_value(url, 'up{job="castfinder"}') == 1
         before = prom_value(url, "castfinder_frames_decoded_total")   # nan: no video yet
