@@ -31,7 +31,8 @@ class IngestConfig:
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
     batch_size: int = 4                # frames per detector / embedder batch (a GPU preset may raise it)
-    batch_timeout_s: float = 0.25      # a partial batch goes after this long (keeps live lag low)
+    batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)
+    batch_timeout_file_s: float = 0.25  # files decode ahead of the models: batches fill without waiting
     queue_size: int = 2                # batches between stages: back-pressure, and a frame waits behind few others
     index_kind: str = "flat"           # flat | hnsw | ivf
     checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)

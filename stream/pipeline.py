@@ -155,6 +155,9 @@ class IngestJob:
         dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
         opened = first_shot - 1
         pending: list = []
+        # live frames come at real time, so a partial batch must not wait long; a file decodes ahead,
+        # and a short timeout there would only shrink batches
+        batch_timeout = cfg.batch_timeout_s if self.info.is_live else cfg.batch_timeout_file_s
 
         def flush_pending():
             if pending:
@@ -175,7 +178,7 @@ class IngestJob:
                         if dedup.keep(ev.shot, ev.frame.small):
                             ev.frame.image  # convert now, in this thread, while the decoder frame is alive
                             pending.append((ev.shot, ev.frame))
-                            if len(pending) >= cfg.batch_size or time.monotonic() - self._batch_started > cfg.batch_timeout_s:
+                            if len(pending) >= cfg.batch_size or time.monotonic() - self._batch_started > batch_timeout:
                                 flush_pending()
                                 self._batch_started = time.monotonic()
                         else:
