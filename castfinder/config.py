@@ -30,10 +30,10 @@ class IngestConfig:
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
-    batch_size: int = 4                # frames per detector / embedder batch (a GPU preset may raise it)
+    batch_size: int = 2                # frames per detector / embedder batch (a GPU preset may raise it)
     batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)
-    batch_timeout_file_s: float = 0.25  # files decode ahead of the models: batches fill without waiting
-    queue_size: int = 2                # batches between stages: back-pressure, and a frame waits behind few others
+    batch_timeout_file_s: float = 0.25  # files: counted from the batch's first frame
+    queue_size: int = 1                # batches between stages: back-pressure, and a frame waits behind few others
     index_kind: str = "flat"           # flat | hnsw | ivf
     checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)
     device: str = "auto"               # auto | cpu | cuda

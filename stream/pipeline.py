@@ -93,6 +93,8 @@ def fingerprint(source: str) -> str:
 
 
 class IngestJob:
+    pace_files = True  # benchmarks switch it off to measure what pacing buys
+
     def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
                  force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None):
         self.source, self.store, self.cfg, self.models = source, store, cfg, models
@@ -155,6 +157,7 @@ class IngestJob:
         dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
         opened = first_shot - 1
         pending: list = []
+        pending_since = 0.0  # when the batch being filled got its first frame
         # live frames come at real time, so a partial batch must not wait long; a file decodes ahead,
         # and a short timeout there would only shrink batches
         batch_timeout = cfg.batch_timeout_s if self.info.is_live else cfg.batch_timeout_file_s
@@ -165,7 +168,7 @@ class IngestJob:
                 pending.clear()
 
         def handle(events):
-            nonlocal opened
+            nonlocal opened, pending_since
             for ev in events:
                 if isinstance(ev, FrameInShot):
                     if ev.shot != opened:
@@ -178,9 +181,10 @@ class IngestJob:
                         if dedup.keep(ev.shot, ev.frame.small):
                             ev.frame.image  # convert now, in this thread, while the decoder frame is alive
                             pending.append((ev.shot, ev.frame))
-                            if len(pending) >= cfg.batch_size or time.monotonic() - self._batch_started > batch_timeout:
+                            if len(pending) == 1:
+                                pending_since = time.monotonic()
+                            if len(pending) >= cfg.batch_size or time.monotonic() - pending_since > batch_timeout:
                                 flush_pending()
-                                self._batch_started = time.monotonic()
                         else:
                             M.FRAMES_DROPPED.labels(label).inc()
                             ev.frame.release()
@@ -190,11 +194,17 @@ class IngestJob:
                     flush_pending()
                     out.put(ev)
 
-        self._batch_started = time.monotonic()
+        # a file is read only as fast as the detector takes batches: a frame decoded while the
+        # detector's queue is full would only wait there, and the decode → searchable lag grow
+        paced = self.pace_files and not self.info.is_live
         try:
             for frame in self.decoder.frames(start_s):
                 M.FRAMES_DECODED.labels(label).inc()
                 handle(seg.push(frame))
+                if paced and out.full():
+                    while out.full() and not self.stop_event.is_set():
+                        time.sleep(0.005)
+                    pending_since = time.monotonic()  # waiting for the detector is not waiting for frames
             handle(seg.flush())
             flush_pending()
         except BaseException as exc:
