@@ -30,14 +30,28 @@ class IngestConfig:
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
-    batch_size: int = 2                # frames per detector / embedder batch (a GPU preset may raise it)
+    batch_size: int | str = "auto"    # frames per detector / embedder batch; auto: 2 on CPU, 16 on CUDA
     batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)
     batch_timeout_file_s: float = 0.25  # files: counted from the batch's first frame
-    queue_size: int = 1                # batches between stages: back-pressure, and a frame waits behind few others
+    queue_size: int | str = "auto"    # batches between stages (back-pressure); auto: 1 on CPU, 2 on CUDA
     index_kind: str = "flat"           # flat | hnsw | ivf
     checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)
     device: str = "auto"               # auto | cpu | cuda
     weights_dir: str | None = None     # air-gapped sites: local weights for the hub models
+
+    def batching(self, device_type: str) -> tuple[int, int]:
+        """(batch size, queue size) for a device. On 2 CPU cores larger batches bought no throughput
+        and only added lag; a GPU needs batches to be efficient, and one batch there takes milliseconds."""
+        auto = {"batch_size": 16 if device_type == "cuda" else 2, "queue_size": 2 if device_type == "cuda" else 1}
+        out = []
+        for key in ("batch_size", "queue_size"):
+            value = getattr(self, key)
+            if value == "auto":
+                value = auto[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"ingest.{key} must be a whole number >= 1 or 'auto', not {value!r}")
+            out.append(value)
+        return out[0], out[1]
 
 
 @dataclass
@@ -101,4 +115,5 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, dict[str, 
     _apply(cfg.cast, data.get("cast", {}), "cast")
     for section, values in (overrides or {}).items():
         _apply(getattr(cfg, section), values, section)
+    cfg.ingest.batching("cpu")  # a bad value fails here, before any model loads
     return cfg

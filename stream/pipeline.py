@@ -48,6 +48,9 @@ class ShotOpened:
 @dataclass
 class Batch:
     items: list          # (shot_idx, VideoFrame)
+    # shot events that happened among these frames, as (number of items before it, event): a batch may
+    # span a cut, so short shots do not starve the detector of batch size (which matters on a GPU)
+    events: list = field(default_factory=list)
     faces: list = field(default_factory=list)
     records: list = field(default_factory=list)
     decoded_at: float = 0.0  # monotonic time the oldest frame was decoded
@@ -157,6 +160,7 @@ class IngestJob:
         dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
         opened = first_shot - 1
         pending: list = []
+        pending_events: list = []
         pending_since = 0.0  # when the batch being filled got its first frame
         # live frames come at real time, so a partial batch must not wait long; a file decodes ahead,
         # and a short timeout there would only shrink batches
@@ -164,16 +168,22 @@ class IngestJob:
 
         def flush_pending():
             if pending:
-                out.put(Batch(list(pending), decoded_at=pending[0][1].decoded_at))
+                out.put(Batch(list(pending), list(pending_events), decoded_at=pending[0][1].decoded_at))
                 pending.clear()
+                pending_events.clear()
+
+        def emit(event):
+            if pending:
+                pending_events.append((len(pending), event))
+            else:
+                out.put(event)
 
         def handle(events):
             nonlocal opened, pending_since
             for ev in events:
                 if isinstance(ev, FrameInShot):
                     if ev.shot != opened:
-                        flush_pending()
-                        out.put(ShotOpened(ev.shot, ev.frame.index, ev.frame.time_s))
+                        emit(ShotOpened(ev.shot, ev.frame.index, ev.frame.time_s))
                         opened = ev.shot
                     if sampler.keep(ev.shot, ev.frame.time_s):
                         M.FRAMES_SAMPLED.labels(label).inc()
@@ -183,7 +193,7 @@ class IngestJob:
                             pending.append((ev.shot, ev.frame))
                             if len(pending) == 1:
                                 pending_since = time.monotonic()
-                            if len(pending) >= cfg.batch_size or time.monotonic() - pending_since > batch_timeout:
+                            if len(pending) >= self.batch_size or time.monotonic() - pending_since > batch_timeout:
                                 flush_pending()
                         else:
                             M.FRAMES_DROPPED.labels(label).inc()
@@ -191,8 +201,7 @@ class IngestJob:
                     else:
                         ev.frame.release()
                 else:
-                    flush_pending()
-                    out.put(ev)
+                    emit(ev)
 
         # a file is read only as fast as the detector takes batches: a frame decoded while the
         # detector's queue is full would only wait there, and the decode → searchable lag grow
@@ -296,14 +305,15 @@ class IngestJob:
         start_s, first_shot = plan
         self.sampled = self.dropped = self.vectors = 0
         self.status = "ingesting"
-        q1, q2, q3 = (queue.Queue(self.cfg.queue_size) for _ in range(3))
+        self.batch_size, self.queue_size = self.cfg.batching(self.models.detector.device.type)
+        q1, q2, q3 = (queue.Queue(self.queue_size) for _ in range(3))
         threads = [threading.Thread(target=self._source_stage, args=(q1, start_s, first_shot), name="cf-source", daemon=True),
                    threading.Thread(target=self._detect_stage, args=(q1, q2), name="cf-detect", daemon=True),
                    threading.Thread(target=self._embed_stage, args=(q2, q3), name="cf-embed", daemon=True)]
         for t in threads:
             t.start()
-        indexed_until = start_s
-        shot_buffer: list = []
+        self._indexed_until, self._shot_buffer = start_s, []
+        report = lambda: self._report(self._indexed_until, t_start, start_s)  # noqa: E731
         try:
             while True:
                 item = q3.get()
@@ -313,29 +323,20 @@ class IngestJob:
                 if self.error is not None:
                     continue  # drain so the stages can finish
                 t0 = time.perf_counter()
-                if isinstance(item, ShotOpened):
-                    cat.open_shot(self.video_id, item.index, item.start_frame, item.start_s)
-                elif isinstance(item, ShotClosed):
-                    if self.cfg.dedup == "dbscan":
-                        self._write(self._dbscan_filter(shot_buffer))
-                        shot_buffer = []
-                    cat.close_shot(self.video_id, item.shot)
-                    self._grow_cast(item.shot.index)
-                    indexed_until = max(indexed_until, item.shot.end_s)
-                    M.SHOTS_CLOSED.labels(self.label).inc()
-                    self._report(indexed_until, t_start, start_s)
-                    self.store.checkpoint(every_s=self.cfg.checkpoint_every_s)
-                elif isinstance(item, Batch):
-                    if self.cfg.dedup == "dbscan":
-                        shot_buffer.extend(item.records)
-                    else:
-                        self._write(item.records)
-                        if item.records:
-                            M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
+                if isinstance(item, Batch):
+                    done = 0
+                    for before, event in item.events:  # in stream order: frames, cut, frames
+                        self._take_records(item.records[done:before])
+                        self._take_event(event, report)
+                        done = before
+                    self._take_records(item.records[done:])
                     if item.records:
-                        indexed_until = max(indexed_until, item.records[-1][2])
-                        cat.update_video(self.video_id, indexed_until_s=indexed_until)
-                    self._report(indexed_until, t_start, start_s)
+                        if self.cfg.dedup != "dbscan":
+                            M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
+                        cat.update_video(self.video_id, indexed_until_s=self._indexed_until)
+                    report()
+                else:
+                    self._take_event(item, report)
                 M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
         finally:
             for t in threads:
@@ -350,6 +351,7 @@ class IngestJob:
             status = "stopped"
         else:
             status = "done"
+        indexed_until = self._indexed_until
         cat.update_video(self.video_id, status=status, indexed_until_s=indexed_until,
                          frames_decoded=stats.frames, frames_sampled=self.sampled, frames_dropped=self.dropped,
                          damaged_packets=stats.damaged_packets, damaged_spans=stats.damaged_spans,
@@ -362,6 +364,30 @@ class IngestJob:
                 raise self.error
             raise RuntimeError(f"ingest failed: {self.error}") from self.error
         return self.result
+
+    def _take_records(self, records: list) -> None:
+        if not records:
+            return
+        if self.cfg.dedup == "dbscan":
+            self._shot_buffer.extend(records)  # filtered when the shot closes
+        else:
+            self._write(records)
+        self._indexed_until = max(self._indexed_until, records[-1][2])
+
+    def _take_event(self, event, report) -> None:
+        cat = self.store.catalogue
+        if isinstance(event, ShotOpened):
+            cat.open_shot(self.video_id, event.index, event.start_frame, event.start_s)
+        elif isinstance(event, ShotClosed):
+            if self.cfg.dedup == "dbscan":
+                self._write(self._dbscan_filter(self._shot_buffer))
+                self._shot_buffer = []
+            cat.close_shot(self.video_id, event.shot)
+            self._grow_cast(event.shot.index)
+            self._indexed_until = max(self._indexed_until, event.shot.end_s)
+            M.SHOTS_CLOSED.labels(self.label).inc()
+            report()
+            self.store.checkpoint(every_s=self.cfg.checkpoint_every_s)
 
     def _grow_cast(self, shot: int) -> None:
         """The closed shot's face tracks join the cast (a live broadcast shows its cast growing)."""

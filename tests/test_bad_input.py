@@ -91,6 +91,18 @@ def test_unknown_config_and_busy_index(tmp_path):
     finally:
         writer.close()
     assert_clean_error(run_cli("shots", "--index", tmp_path / "none"), "no index")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest:\n  batch_size: lots\n")
+    assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path, "--config", bad), "batch_size")
+    bad.write_text("ingest:\n  batch_sise: 4\n")
+    assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path, "--config", bad), "unknown setting")
+
+
+def test_batching_follows_the_device():
+    from castfinder.config import IngestConfig, load_config
+    cfg = load_config("default").ingest
+    assert cfg.batching("cpu") == (2, 1) and cfg.batching("cuda") == (16, 2)
+    assert IngestConfig(batch_size=8, queue_size=3).batching("cuda") == (8, 3)
 
 
 def test_metrics_port_in_use(tmp_path):

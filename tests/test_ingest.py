@@ -98,3 +98,36 @@ def test_kill_9_mid_ingest_then_resume(tmp_path):
     for a, b in zip(shots, shots[1:]):
         assert abs(a["end_s"] - b["start_s"]) < 0.1  # no gap or overlap where it resumed
     assert shots[-1]["end_s"] > 59
+
+
+def test_batches_span_cuts_without_mixing_up_shots(friends_index, tmp_path, models, ingest_cfg):
+    """Batches of 16 (a GPU's size) run across cuts; every frame still lands in its own shot."""
+    import dataclasses
+
+    from stream import metrics as M
+    from stream.pipeline import IngestJob
+
+    def detect_batches():
+        for metric in M.STAGE_BATCH.collect():
+            return next(s.value for s in metric.samples if s.name.endswith("_count") and s.labels["stage"] == "detect")
+
+    before = detect_batches()
+    store = IndexStore(tmp_path, writable=True)
+    cfg = dataclasses.replace(ingest_cfg, batch_size=16, queue_size=2, batch_timeout_file_s=60)  # full batches only
+    result = IngestJob(str(clip("friends")), store, cfg, models).run()
+    batches = detect_batches() - before
+    # 45 frames in 4 shots: 3 batches when they run across cuts, at least 4 when every cut ends one
+    assert batches == -(-result.frames // 16) < result.shots, (batches, result.frames, result.shots)
+
+    def frames(cat):
+        return cat.conn.execute("SELECT shot_idx, frame_idx, time_s FROM frames ORDER BY frame_idx").fetchall()
+
+    reference = IndexStore(friends_index[0]).catalogue
+    assert [tuple(r) for r in frames(store.catalogue)] == [tuple(r) for r in frames(reference)]
+    shots = {s["idx"]: s for s in store.catalogue.shots(result.video_id)}
+    assert all(s["closed"] for s in shots.values()) and len(shots) == result.shots
+    for shot_idx, _, t in frames(store.catalogue):
+        assert shots[shot_idx]["start_s"] - 1e-6 <= t < shots[shot_idx]["end_s"]
+    assert abs(result.faces - friends_index[1].faces) <= 2
+    check_consistent(tmp_path)
+    store.close()
