@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--both", action="store_true", help="use face and frame features for every photo")
     q.add_argument("--top-k", type=int, help="hits per photo (default 5000)")
     q.add_argument("--fusion", help="max | frequency | rrf | combsum | combmnz | combmax | combmed | combanz | borda | condorcet | isr | log_isr (default max)")
-    q.add_argument("--limit", type=int, help="at most this many shots")
+    q.add_argument("--limit", type=int, help="at most this many shots (default: the preset's, 50; 0 = all)")
     q.add_argument("--thumbnails", help="write one JPEG per shot (best frame, face boxed) here")
     q.add_argument("--config", help="preset for model settings")
     q.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")

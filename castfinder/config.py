@@ -59,7 +59,7 @@ class QueryConfig:
     top_k: int = 5000
     fusion: str = "max"
     use_both: bool = False             # face and frame features for every photo
-    limit: int = 50
+    limit: int = 50                    # shots returned by a query unless asked otherwise (0 = all)
 
 
 @dataclass

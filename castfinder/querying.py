@@ -110,7 +110,8 @@ class QueryEngine:
     # --- queries --------------------------------------------------------------------------------
     def vectors(self, photos: list[tuple[str, bytes | object]], face: str | None, frame: str | None,
                 use_both: bool) -> list[QueryVector]:
-        """photos: (name, decoded RGB image, content digest or None). Cached by digest."""
+        """photos: (name, RGB image or the file's bytes, content digest or None). Cached by digest, and
+        bytes are decoded only on a miss: a page that asks again while ingest runs skips the decode too."""
         out = []
         for name, image, digest in photos:
             key = (digest, face, frame, use_both) if digest else None
@@ -119,6 +120,9 @@ class QueryEngine:
                 if cached is not None:
                     self._cache.move_to_end(key)
             if cached is None:
+                if isinstance(image, bytes):
+                    from models.photo import load_photo
+                    image = load_photo(image, name)
                 cached = photo_vectors([(name, image)], self.detector, self.embedder(face), self.embedder(frame), use_both)
                 if key:
                     with self._lock:
@@ -173,7 +177,9 @@ class QueryEngine:
             raise InputError("give photos, or the name of a named cast cluster as the character")
         if expand:
             vectors = self.expand(vectors, video_id)
-        hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id, limit=limit)
+        limit = q.limit if limit is None else limit  # 0: every shot found (long films find thousands)
+        hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id,
+                            limit=limit or None)
         return result_doc(character, video_id, until, fusion, vectors, hits), hits
 
 

@@ -37,10 +37,19 @@ class ClusterName(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="the character's name")
 
 
+_finished_counts: dict[tuple, dict] = {}
+
+
 def video_status(store, manager: IngestManager, row, with_shots: bool = False) -> dict:
-    counts = store.catalogue.counts(row["id"])
     job = manager.job(row["id"])
     running = manager.running(row["id"])
+    # the page polls every few seconds: a finished video's counts (tens of ms on a long film) are kept
+    key = (str(store.dir), row["id"], row["status"], row["indexed_until_s"])
+    counts = None if running else _finished_counts.get(key)
+    if counts is None:
+        counts = store.catalogue.counts(row["id"])
+        if not running and row["status"] in ("done", "stopped", "failed"):
+            _finished_counts[key] = counts
     until = max(row["indexed_until_s"] or 0.0, job.indexed_until if job and running else 0.0)
     duration = row["duration_s"]
     doc = {"id": row["id"], "name": row["name"], "source": row["source"], "status": row["status"],
@@ -244,11 +253,11 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
               features: str | None = Form(None, description="face=NAME,frame=NAME; NAME may be none"),
               both: bool = Form(False, description="face and frame features for every photo"),
               top_k: int | None = Form(None, ge=1, le=100000), fusion: str | None = Form(None),
-              limit: int | None = Form(None, ge=1, le=10000),
+              limit: int | None = Form(None, ge=0, le=100000, description="at most this many shots "
+                                       "(default: the preset's, 50; 0 = all)"),
               expand: bool = Form(False, description="photos matching a cast cluster pull in its tracks")):
         t0 = time.perf_counter()
         try:
-            from models.photo import load_photo
             photos = photos or []
             if len(photos) > max_photos:
                 raise InputError(f"too many photos ({len(photos)}; at most {max_photos})")
@@ -258,7 +267,9 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                 name = up.filename or "upload"
                 if len(data) > max_bytes:
                     raise TooLargeError(f"{name}: larger than the {max_upload_mb:g} MB limit")
-                decoded.append((name, load_photo(data, name), digest(data)))
+                if not data:
+                    raise InputError(f"{name}: empty file")
+                decoded.append((name, data, digest(data)))  # decoded by the engine unless its vectors are cached
             if not store.writable:
                 store.refresh()
             doc, hits = engine.query(decoded, character=character, video_id=video, features=features,

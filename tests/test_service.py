@@ -131,6 +131,11 @@ def test_every_fusion_method_answers_and_they_differ(server, videos):
         answers[method] = [(h["shot"], round(h["score"], 4)) for h in doc["results"]]
     assert answers["max"] != answers["frequency"] != answers["rrf"]
     assert len({tuple(a) for a in answers.values()}) >= 5
+    # limit: the preset's 50 by default, 0 = every shot found, n = the first n of the same ranking
+    every = server.query(photos, limit=0).json()["results"]
+    first = server.query(photos, limit=2).json()["results"]
+    assert len(every) > 2 and first == every[:2]
+    assert len(server.query(photos).json()["results"]) == min(50, len(every))
 
 
 def test_thumbnails_and_media(server, videos):
