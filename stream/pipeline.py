@@ -96,8 +96,6 @@ def fingerprint(source: str) -> str:
 
 
 class IngestJob:
-    pace_files = True  # benchmarks switch it off to measure what pacing buys
-
     def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
                  force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None):
         self.source, self.store, self.cfg, self.models = source, store, cfg, models
@@ -162,8 +160,8 @@ class IngestJob:
         pending: list = []
         pending_events: list = []
         pending_since = 0.0  # when the batch being filled got its first frame
-        # live frames come at real time, so a partial batch must not wait long; a file decodes ahead,
-        # and a short timeout there would only shrink batches
+        # live frames come at real time, so a partial batch must not wait long; a file's frames come as
+        # fast as they decode, and a short timeout there would only shrink batches
         batch_timeout = cfg.batch_timeout_s if self.info.is_live else cfg.batch_timeout_file_s
 
         def flush_pending():
@@ -205,7 +203,7 @@ class IngestJob:
 
         # a file is read only as fast as the detector takes batches: a frame decoded while the
         # detector's queue is full would only wait there, and the decode → searchable lag grow
-        paced = self.pace_files and not self.info.is_live
+        paced = not self.info.is_live
         try:
             for frame in self.decoder.frames(start_s):
                 M.FRAMES_DECODED.labels(label).inc()
@@ -313,7 +311,7 @@ class IngestJob:
         for t in threads:
             t.start()
         self._indexed_until, self._shot_buffer = start_s, []
-        report = lambda: self._report(self._indexed_until, t_start, start_s)  # noqa: E731
+        self._t_start, self._start_s = t_start, start_s  # for the real-time factor
         try:
             while True:
                 item = q3.get()
@@ -327,16 +325,16 @@ class IngestJob:
                     done = 0
                     for before, event in item.events:  # in stream order: frames, cut, frames
                         self._take_records(item.records[done:before])
-                        self._take_event(event, report)
+                        self._take_event(event)
                         done = before
                     self._take_records(item.records[done:])
                     if item.records:
                         if self.cfg.dedup != "dbscan":
                             M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
                         cat.update_video(self.video_id, indexed_until_s=self._indexed_until)
-                    report()
+                    self._report()
                 else:
-                    self._take_event(item, report)
+                    self._take_event(item)
                 M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
         finally:
             for t in threads:
@@ -374,7 +372,7 @@ class IngestJob:
             self._write(records)
         self._indexed_until = max(self._indexed_until, records[-1][2])
 
-    def _take_event(self, event, report) -> None:
+    def _take_event(self, event) -> None:
         cat = self.store.catalogue
         if isinstance(event, ShotOpened):
             cat.open_shot(self.video_id, event.index, event.start_frame, event.start_s)
@@ -386,7 +384,7 @@ class IngestJob:
             self._grow_cast(event.shot.index)
             self._indexed_until = max(self._indexed_until, event.shot.end_s)
             M.SHOTS_CLOSED.labels(self.label).inc()
-            report()
+            self._report()
             self.store.checkpoint(every_s=self.cfg.checkpoint_every_s)
 
     def _grow_cast(self, shot: int) -> None:
@@ -401,9 +399,10 @@ class IngestJob:
         except Exception as exc:  # the cast is a by-product: never fail an ingest for it
             log.warning("cast update failed for shot %d: %s", shot, exc)
 
-    def _report(self, indexed_until: float, t_start: float, start_s: float) -> None:
-        wall = max(1e-6, time.monotonic() - t_start)
-        rtf = (indexed_until - start_s) / wall
+    def _report(self) -> None:
+        indexed_until = self._indexed_until
+        wall = max(1e-6, time.monotonic() - self._t_start)
+        rtf = (indexed_until - self._start_s) / wall
         M.REALTIME_FACTOR.labels(self.label).set(rtf)
         M.INDEXED_SECONDS.labels(self.label).set(indexed_until)
         M.record_gpu()
