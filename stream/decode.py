@@ -118,7 +118,8 @@ def _even(x: float) -> int:
 class VideoDecoder:
     """Opens a source and yields VideoFrame objects; `stop()` ends the stream from another thread."""
 
-    def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0):
+    def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0,
+                 max_height: int | None = None):
         self.source = source
         self.stats = DecodeStats()
         self._stop = threading.Event()
@@ -161,13 +162,15 @@ class VideoDecoder:
         self.is_live = live and not (duration and source.startswith(("http://", "https://")) and not source.endswith(".m3u8"))
         if source.startswith(("rtsp://", "udp://", "rtmp://", "srt://", "tcp://")) or source == "-":
             self.is_live = True
-        scale = min(1.0, analysis_width / ctx.width)
+        # bounded in both directions: a 100x10000 video must not make 10000-row frames
+        scale = min(1.0, analysis_width / ctx.width, (max_height or ctx.height) / ctx.height)
         self.width, self.height = _even(ctx.width * scale), _even(ctx.height * scale)
         self.info = SourceInfo(source, self.is_live, None if self.is_live else duration, fps,
                                self.width, self.height, ctx.width, ctx.height)
         self._start_pts = self.stream.start_time or 0
         # small frame: SMALL_WIDTH wide, height a multiple of 4 (I420 layout needs it)
-        self.small_size = (SMALL_WIDTH, max(4, int(round(SMALL_WIDTH * ctx.height / ctx.width / 4)) * 4))
+        # (at most 4x as high as wide: cuts do not need a tall picture, and memory stays bounded)
+        self.small_size = (SMALL_WIDTH, min(4 * SMALL_WIDTH, max(4, int(round(SMALL_WIDTH * ctx.height / ctx.width / 4)) * 4)))
 
     def stop(self) -> None:
         self._stop.set()

@@ -103,7 +103,8 @@ class IngestJob:
         self._cast = None
         self.force, self.progress = force, progress
         self.stop_event = threading.Event()
-        self.decoder = VideoDecoder(source, cfg.analysis_width)  # bad input fails here, before any write
+        # bad input fails here, before any write
+        self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height)
         self.info = self.decoder.info
         self.video_id: int | None = None
         self.label = "0"
