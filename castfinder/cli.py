@@ -5,15 +5,103 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import load_config
-from .errors import CastfinderError
+from .errors import CastfinderError, InputError
 from .timefmt import hms
 
 log = logging.getLogger("castfinder")
+
+MAX_ID = 2**63 - 1      # SQLite integers: a larger id cannot exist (and would overflow the query)
+STOP_GRACE_S = float(os.environ.get("CASTFINDER_STOP_GRACE_S", "15"))  # Ctrl-C/SIGTERM: flush this long at most
+
+
+# --- option values, checked while parsing (before any work) -----------------------------------------
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def int_in(lo: int, hi: int, what: str = ""):
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (allowed: {lo} to {hi}{what})")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+def float_in(gt: float, le: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not (math.isfinite(value) and gt < value <= le):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (allowed: more than {gt:g}, at most {le:g})")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+port = int_in(1, 65535)
+video_id = int_in(1, MAX_ID)
+cluster_id = int_in(1, MAX_ID)
+
+
+def existing_dir(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path")
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    return text
+
+
+def nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def url_prefix(text: str) -> str:
+    from .service import parse_url_prefix
+    try:
+        parse_url_prefix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """An output folder: created if missing, and proven writable now rather than after the work."""
+    import tempfile
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".castfinder-write-test-"):
+            pass
+    except FileExistsError:
+        raise InputError(f"{option} {path}: exists and is not a directory") from None
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (like every other castfinder error), exit 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("castfinder").strip()
+        self.exit(2, f"castfinder: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
 def _progress_bar(job):
@@ -44,6 +132,8 @@ def cmd_ingest(args) -> int:
     from stream.metrics import start_metrics_server
     from stream.pipeline import IngestJob, Models
 
+    from .ingest_manager import record_media
+
     cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
@@ -55,12 +145,9 @@ def cmd_ingest(args) -> int:
         bar, update = _progress_bar(job)
         job.progress = update
 
-        def on_signal(signum, frame):
-            print("\nstopping: closing the current shot and saving...", file=sys.stderr)
-            job.stop()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        _stop_on_signals(job)
+        job.prepare()
+        record_media(store, job.video_id, args.source)  # the service plays back only this very file
         result = job.run()
         bar.close()
     finally:
@@ -78,6 +165,31 @@ def cmd_ingest(args) -> int:
     if args.show_shots:
         _print_shots(args.index, result.video_id)
     return 0
+
+
+def _stop_on_signals(job) -> None:
+    """Ctrl-C/SIGTERM: close the current shot, flush and save. If that has not ended the process
+    within STOP_GRACE_S (a stage stuck on a source or a model), or a second signal comes, leave at
+    once: the catalogue is committed batch by batch, so the next run resumes from the last closed shot."""
+    stopping = threading.Event()
+
+    def force_exit(why: str) -> None:
+        print(f"\ncastfinder: {why}; exiting now (the next ingest resumes from the last closed shot)",
+              file=sys.stderr, flush=True)
+        os._exit(130)
+
+    def on_signal(signum, frame):
+        if stopping.is_set():
+            force_exit("second signal")
+        stopping.set()
+        print("\nstopping: closing the current shot and saving...", file=sys.stderr, flush=True)
+        timer = threading.Timer(STOP_GRACE_S, force_exit, args=(f"not stopped after {STOP_GRACE_S:g} s",))
+        timer.daemon = True
+        timer.start()
+        job.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
 
 
 def _print_shots(index_dir: str, video_id: int, as_json: bool = False) -> None:
@@ -128,6 +240,8 @@ def cmd_query(args) -> int:
     from .querying import QueryEngine
 
     cfg = _config_from_args(args)
+    if args.thumbnails:
+        writable_dir(args.thumbnails, "--thumbnails")
     store = IndexStore(args.index)
     photos = [(str(p), load_photo(p), None) for p in args.photos or []]
     engine = QueryEngine(store, cfg)
@@ -152,13 +266,15 @@ def cmd_query(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    import os
-
     from .service import serve
 
     cfg = _config_from_args(args)
-    serve(args.index, cfg, host=args.host, port=args.port, token=args.token or os.environ.get("CASTFINDER_TOKEN"),
-          max_upload_mb=args.max_upload_mb)
+    token = args.token if args.token is not None else os.environ.get("CASTFINDER_TOKEN")
+    if token is not None and not token.strip():
+        raise InputError("--token / CASTFINDER_TOKEN is empty: give a token, or leave it out for no authentication")
+    serve(args.index, cfg, host=args.host, port=args.port, token=token, max_upload_mb=args.max_upload_mb,
+          max_request_mb=args.max_request_mb, max_photos=args.max_photos, media_roots=args.media_root or [],
+          url_prefixes=args.allow_url_prefix or [], thumbnail_cache_mb=args.thumbnail_cache_mb)
     return 0
 
 
@@ -171,6 +287,8 @@ def cmd_cast(args) -> int:
     if not args.index:
         raise InputError("cast: --index DIR is required")
     cfg = load_config(args.config)
+    if args.action != "name" and args.sheets and not args.no_sheets:
+        writable_dir(args.sheets, "--sheets")
     store = IndexStore(args.index)
     cast = QueryEngine(store, cfg).cast()
     if args.action == "name":
@@ -215,6 +333,10 @@ def cmd_cast(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import run_eval
 
+    for name in args.config or []:
+        load_config(name)  # every preset checked before the first clip is ingested
+    writable_dir(args.out, "--out")
+
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
@@ -243,7 +365,9 @@ def cmd_eval_faces(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="castfinder", description="Find movie characters in streaming video.")
+    from index.fusion import METHODS
+
+    p = _Parser(prog="castfinder", description="Find movie characters in streaming video.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -253,50 +377,61 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--config", help="preset name in configs/ or a YAML path (default: default)")
     ing.add_argument("--force", action="store_true", help="rebuild this video even if already indexed")
     ing.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run (default: auto)")
-    ing.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
-    ing.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    ing.add_argument("--metrics-host", default="127.0.0.1")
+    ing.add_argument("--weights-dir", type=existing_dir, help="local weights for hub models (air-gapped sites)")
+    ing.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
+    ing.add_argument("--metrics-host", type=nonempty, default="127.0.0.1")
     ing.add_argument("--show-shots", action="store_true", help="print the shot table afterwards")
     ing.set_defaults(func=cmd_ingest)
 
     sh = sub.add_parser("shots", help="list the shots of an indexed video")
     sh.add_argument("--index", required=True)
-    sh.add_argument("--video", type=int, default=1)
+    sh.add_argument("--video", type=video_id, default=1)
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(func=cmd_shots)
 
     q = sub.add_parser("query", help="find the shots where a character appears, from photos")
     q.add_argument("--index", required=True)
-    q.add_argument("--video", type=int, help="only this video (default: all)")
+    q.add_argument("--video", type=video_id, help="only this video (default: all)")
     q.add_argument("--character", help="name shown in the output")
     q.add_argument("--photos", nargs="+", help="sample photos of the character (none: --character names a cast cluster)")
     q.add_argument("--expand", action="store_true", help="photos matching a cast cluster pull in its other tracks")
     q.add_argument("--features", help="face=NAME,frame=NAME; NAME may be none (default: the index's own)")
     q.add_argument("--both", action="store_true", help="use face and frame features for every photo")
-    q.add_argument("--top-k", type=int, help="hits per photo (default 5000)")
-    q.add_argument("--fusion", help="max | frequency | rrf | combsum | combmnz | combmax | combmed | combanz | borda | condorcet | isr | log_isr (default max)")
-    q.add_argument("--limit", type=int, help="at most this many shots (default: the preset's, 50; 0 = all)")
+    q.add_argument("--top-k", type=int_in(1, 100_000), help="hits per photo, 1 to 100000 (default 5000)")
+    q.add_argument("--fusion", choices=METHODS, metavar="METHOD", help=" | ".join(METHODS) + " (default max)")
+    q.add_argument("--limit", type=int_in(0, 100_000, "; 0 = all"),
+                   help="at most this many shots (default: the preset's, 50; 0 = all)")
     q.add_argument("--thumbnails", help="write one JPEG per shot (best frame, face boxed) here")
     q.add_argument("--config", help="preset for model settings")
-    q.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
+    q.add_argument("--weights-dir", type=existing_dir, help="local weights for hub models (air-gapped sites)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)
 
     srv = sub.add_parser("serve", help="HTTP service: ingest, query, thumbnails, metrics (docs at /docs)")
     srv.add_argument("--index", required=True, help="index directory (created if missing)")
-    srv.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--host", type=nonempty, default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", type=port, default=8000)
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set CASTFINDER_TOKEN)")
-    srv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest photo accepted (default 10 MB)")
+    srv.add_argument("--max-upload-mb", type=float_in(0, 1024), default=10.0, help="largest photo accepted (default 10 MB)")
+    srv.add_argument("--max-photos", type=int_in(1, 100), default=20, help="photos per query (default 20)")
+    srv.add_argument("--max-request-mb", type=float_in(0, 4096), default=64.0,
+                     help="a query's whole upload, counted as it arrives (default 64 MB)")
+    srv.add_argument("--thumbnail-cache-mb", type=float_in(0, 1 << 20), default=512.0,
+                     help="INDEX/thumbnails is pruned, oldest first, beyond this (default 512 MB)")
+    srv.add_argument("--media-root", action="append", type=existing_dir, metavar="DIR",
+                     help="POST /videos may ingest files under this folder (repeat; default: none, so no file)")
+    srv.add_argument("--allow-url-prefix", action="append", type=url_prefix, metavar="URL",
+                     help="POST /videos may ingest live URLs starting with this, e.g. rtsp://cams.local/ "
+                          "(repeat; default: none, so no URL)")
     srv.add_argument("--config", help="preset name in configs/ or a YAML path (default: default)")
     srv.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    srv.add_argument("--weights-dir", help="local weights for hub models (air-gapped sites)")
+    srv.add_argument("--weights-dir", type=existing_dir, help="local weights for hub models (air-gapped sites)")
     srv.set_defaults(func=cmd_serve)
 
     cst = sub.add_parser("cast", help="the characters of a video, found without photos; `cast name` names one",
                          description="castfinder cast --index DIR [--video ID] | castfinder cast name --index DIR CLUSTER NAME")
     cst.add_argument("--index", help="index directory")
-    cst.add_argument("--video", type=int, help="only this video")
+    cst.add_argument("--video", type=video_id, help="only this video")
     cst.add_argument("--recluster", action="store_true", help="run the batch clustering again")
     cst.add_argument("--sheets", help="contact sheets go here (default: INDEX/cast/)")
     cst.add_argument("--no-sheets", action="store_true")
@@ -307,8 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     nm = cst_sub.add_parser("name", help="name a cluster (then query --character NAME works without photos)")
     nm.add_argument("--index", required=True)
     nm.add_argument("--config")
-    nm.add_argument("cluster", type=int, help="cluster id (see `castfinder cast`)")
-    nm.add_argument("name", help="the character's name")
+    nm.add_argument("cluster", type=cluster_id, help="cluster id (see `castfinder cast`)")
+    nm.add_argument("name", type=nonempty, help="the character's name")
 
     ev = sub.add_parser("eval", help="MAP, P@k, R@k, PR curves, ablation and query-count survey on labelled clips")
     ev.add_argument("--data", required=True, help="folder of clips (video.mp4, truth.json, refs/), e.g. ../shared/data/dev")
@@ -321,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evf = sub.add_parser("eval-faces", help="face verification accuracy and ROC AUC per installed face embedder")
     evf.add_argument("pairs", help="folder with master.csv and the photos, e.g. ../shared/data/faces/deepface")
-    evf.add_argument("--weights-dir")
+    evf.add_argument("--weights-dir", type=existing_dir)
     evf.add_argument("--json", action="store_true")
     evf.set_defaults(func=cmd_eval_faces)
 

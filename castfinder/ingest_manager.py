@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
+import time
 
 from index.store import IndexStore
 from stream import metrics as M
@@ -13,6 +16,54 @@ from .config import Config
 from .errors import IndexBusyError, NotFoundError
 
 log = logging.getLogger(__name__)
+
+
+# --- the file an ingest read, and only that file, may be read again for playback and thumbnails -----
+def _meta_key(video_id: int) -> str:
+    return f"media_file_{video_id}"
+
+
+def record_media(store: IndexStore, video_id: int, source: str) -> None:
+    """Remember which file (device, inode, size, mtime) video `video_id` was read from."""
+    try:
+        st = os.stat(source)
+    except OSError:
+        return  # a live source: nothing to remember
+    if stat.S_ISREG(st.st_mode):
+        store.catalogue.set_meta(_meta_key(video_id), {
+            "path": os.path.realpath(source), "dev": st.st_dev, "ino": st.st_ino, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns})
+
+
+def media_file(store: IndexStore, row) -> int:
+    """A read-only descriptor of the file the video was ingested from, or NotFoundError when that file
+    is gone or is no longer the same one (replaced, rewritten, or swapped for a symlink or a FIFO).
+    Videos indexed before identities were recorded are checked against the fingerprint's size and mtime."""
+    gone = NotFoundError(f"video {row['id']}: the file it was indexed from is gone or has been replaced; "
+                         "nothing to read")
+    ident = store.catalogue.get_meta(_meta_key(row["id"]))
+    if ident is None:
+        kind, _, rest = (row["fingerprint"] or "").partition(":")
+        path, size, mtime = (rest.rsplit(":", 2) + ["", ""])[:3] if kind == "file" else ("", "", "")
+        if not path or not size.isdigit() or not mtime.lstrip("-").isdigit():
+            raise gone
+    else:
+        path = ident["path"]
+    try:
+        # O_NOFOLLOW: a symlink put in its place is refused; O_NONBLOCK: a FIFO cannot hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise gone from None
+    st = os.fstat(fd)
+    if ident is None:
+        same = stat.S_ISREG(st.st_mode) and st.st_size == int(size) and int(st.st_mtime) == int(mtime)
+    else:
+        same = (stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                == (ident["dev"], ident["ino"], ident["size"], ident["mtime_ns"]))
+    if not same:
+        os.close(fd)
+        raise gone
+    return fd
 
 
 class IngestManager:
@@ -42,6 +93,7 @@ class IngestManager:
                 raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
             job = IngestJob(source, self.store, self.cfg.ingest, self.models, force=force, cast=self.cfg.cast)
             job.prepare()
+            record_media(self.store, job.video_id, source)
             if job._plan is None:  # already indexed: nothing to run
                 job.run()
                 return job, False
@@ -75,9 +127,15 @@ class IngestManager:
         self.jobs[video_id].stop()
         return True
 
-    def shutdown(self, timeout: float = 30.0) -> None:
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop every ingest (each closes its shot and flushes); `timeout` bounds the whole wait, so
+        a server asked to stop ends in seconds whatever its sources do."""
         for vid in list(self._threads):
             if self.running(vid):
                 self.jobs[vid].stop()
-        for t in list(self._threads.values()):
-            t.join(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for vid, t in list(self._threads.items()):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("ingest of video %s did not stop in %.0f s; leaving it (it resumes from its last "
+                            "closed shot)", vid, timeout)

@@ -1,35 +1,61 @@
 """`castfinder serve`: the HTTP service. Ingests run in background threads; queries answer from
 the growing index at any time. Every error a client can cause is a 4xx with a message; a bug in
-one request is a 500 for that request only."""
+one request is a 500 for that request only. Every error, whatever its source (ours, routing,
+validation), has the one shape {"error": "..."} and never carries Python or C++ internals.
+
+What a client may make the server read is bounded: files only under --media-root folders, URLs only
+under --allow-url-prefix prefixes, media served only from the very file the ingest opened; what one
+request may cost is bounded too (body bytes counted as they arrive, photos, pixels, cache disk)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stream import metrics as M
 
 from .config import Config
-from .errors import CastfinderError, InputError, NotFoundError, TooLargeError
-from .ingest_manager import IngestManager
+from .errors import CastfinderError, IndexBusyError, InputError, NotFoundError, TooLargeError
+from .ingest_manager import IngestManager, media_file
 from .querying import QueryEngine, digest
 from .thumbnails import shot_thumbnail
 
 log = logging.getLogger("castfinder.service")
 
 OPEN_PATHS = ("/healthz", "/docs", "/openapi.json", "/redoc")
+MAX_ID = 2**63 - 1                  # SQLite integers: larger ids cannot exist
+MAX_PHOTO_PIXELS = 50_000_000       # one query photo (a 50 MP camera); decoded once, then scaled down
+MAX_QUERY_PIXELS = 200_000_000      # all photos of one query together
+SMALL_BODY = 64 * 1024              # every request but /query carries at most a little JSON
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+
+Id = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+
+
+class ForbiddenError(CastfinderError):
+    """A source this server is not allowed to read. The same words whether or not it exists."""
+
+    http_status = 403
 
 
 class VideoRequest(BaseModel):
-    source: str = Field(description="file path on the server, or a live URL (rtsp://, http(s)://, udp://)")
+    source: str = Field(max_length=4096, description="file path under a --media-root of the server, or a live URL "
+                                                     "under an --allow-url-prefix (rtsp://, http(s)://, udp://, ...)")
     force: bool = Field(False, description="rebuild even if this file is already indexed")
 
 
@@ -37,6 +63,215 @@ class ClusterName(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="the character's name")
 
 
+# --- what a client may make the server read -------------------------------------------------------
+def parse_url_prefix(prefix: str):
+    """An --allow-url-prefix: scheme://host[:port][/path]. Raises ValueError with what is wrong."""
+    parts = urlsplit(prefix.strip())
+    if parts.scheme.lower() not in LIVE_SCHEMES:
+        raise ValueError(f"'{prefix}': a URL prefix starts with one of {', '.join(s + '://' for s in LIVE_SCHEMES)}")
+    if not parts.hostname:
+        raise ValueError(f"'{prefix}': a URL prefix names a host (scheme://host[:port]/...)")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"'{prefix}': a URL prefix has no user, password, query or fragment")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"'{prefix}': bad port") from None
+    return parts
+
+
+class SourcePolicy:
+    """Which sources POST /videos may ingest. Files: the real path (symlinks and .. resolved) lies
+    under a media root. URLs: same scheme, host and port as an allowed prefix, and the path under its
+    path. Anything else, existing or not, gets the same 403, so answers reveal nothing about the disk
+    or the network."""
+
+    def __init__(self, media_roots=(), url_prefixes=()):
+        self.roots = [Path(os.path.realpath(r)) for r in media_roots]
+        self.prefixes = [parse_url_prefix(p) for p in url_prefixes]
+
+    def under_roots(self, path: str | Path) -> bool:
+        real = Path(os.path.realpath(path))
+        return any(real == r or real.is_relative_to(r) for r in self.roots)
+
+    def _url_allowed(self, source: str) -> bool:
+        try:
+            parts = urlsplit(source)
+            port = parts.port
+        except ValueError:
+            return False
+        if parts.username is not None or parts.password is not None or any(c.isspace() or c == "\\" for c in source):
+            return False
+        # no way out of the prefix's path: "..", "." or their %-encoded forms are refused outright
+        from urllib.parse import unquote
+        if any(seg in (".", "..") for seg in unquote(unquote(parts.path)).split("/")):
+            return False
+        for p in self.prefixes:
+            if (parts.scheme.lower() == p.scheme.lower() and (parts.hostname or "") == (p.hostname or "").lower()
+                    and port == p.port):
+                base = p.path or "/"
+                path = parts.path or "/"
+                if base.endswith("/") and path.startswith(base) or path == base or path.startswith(base + "/"):
+                    return True
+        return False
+
+    def check(self, source: str) -> str:
+        """The source to open (a file as its real path), or ForbiddenError."""
+        path_refused = ForbiddenError("source not allowed: this server ingests only files under its --media-root "
+                                      "folders" + ("" if self.roots else " (none given)") + ", named by absolute path")
+        if "\x00" in source:
+            raise path_refused
+        if "://" in source:
+            if not self.prefixes or not self._url_allowed(source):
+                raise ForbiddenError("source not allowed: this server ingests only URLs under its "
+                                     "--allow-url-prefix list" + ("" if self.prefixes else " (none given)"))
+            return source
+        # a path: never stdin, never an FFmpeg protocol ("concat:", "file:", "subfile,", ...);
+        # opening the absolute real path makes FFmpeg read exactly that file
+        if source == "-" or not self.roots or not os.path.isabs(source) or not self.under_roots(source):
+            raise path_refused
+        return os.path.realpath(source)
+
+
+# --- cost of one request --------------------------------------------------------------------------
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body is counted as it arrives (chunked ones too) and refused with
+    413 as soon as it passes the limit, before it is parsed or spooled any further. It is also the
+    last stop for unexpected errors, which leave as a generic 500."""
+
+    def __init__(self, app, limit_for):
+        self.app, self.limit_for = app, limit_for
+
+    @staticmethod
+    async def _refuse(send, limit: int) -> None:
+        body = json.dumps({"error": f"request too large (more than {limit} bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope)
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                if not value.isdigit():
+                    body = b'{"error": "bad Content-Length header"}'
+                    await send({"type": "http.response.start", "status": 400,
+                                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+                if int(value) > limit:
+                    return await self._refuse(send, limit)
+        received, over, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over:
+                return  # whatever the app made of the cut-off body: our 413 goes out instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        except Exception as exc:
+            if not over:
+                # one line in the log (the trace at debug level), a generic 500 to the client: FAISS's
+                # C++ messages and Python internals are not for it
+                log.error("%s %s failed: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__,
+                          str(exc).splitlines()[0][:300] if str(exc) else "")
+                log.debug("trace", exc_info=exc)
+                if not started:
+                    body = b'{"error": "internal error (details in the server log)"}'
+                    await send({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                return
+        if over and not started:
+            await self._refuse(send, limit)
+
+
+class DiskCache:
+    """INDEX/thumbnails: thumbnails and contact sheets are cached there, and it never grows past
+    `max_bytes`: beyond it the oldest files go (down to 3/4 of the limit)."""
+
+    def __init__(self, directory: Path, max_bytes: int):
+        self.dir, self.max_bytes = Path(directory), max_bytes
+        self._lock = threading.Lock()
+        self.total = sum(size for _, size, _ in self._files())
+
+    def _files(self):
+        try:
+            entries = list(os.scandir(self.dir))
+        except OSError:
+            return []
+        out = []
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((e.path, st.st_size, st.st_mtime))
+        return out
+
+    def added(self, path: Path | None, size: int | None = None) -> None:
+        if path is None:
+            return
+        with self._lock:
+            try:
+                self.total += size if size is not None else Path(path).stat().st_size
+            except OSError:
+                return
+            if self.total <= self.max_bytes:
+                return
+            files = sorted(self._files(), key=lambda f: f[2])
+            self.total = sum(f[1] for f in files)
+            for p, size_, _ in files:
+                if self.total <= self.max_bytes * 3 // 4:
+                    break
+                try:
+                    os.unlink(p)
+                    self.total -= size_
+                except OSError:
+                    pass
+
+
+def _photo_pixels(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header (no decoding); None when it is not an image we know,
+    which the decoder then reports in its own words."""
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+# --- JSON documents -------------------------------------------------------------------------------
 _finished_counts: dict[tuple, dict] = {}
 
 
@@ -59,20 +294,87 @@ def video_status(store, manager: IngestManager, row, with_shots: bool = False) -
            "shots": counts["shots"], "frames": counts["frames"], "faces": counts["faces"], "vectors": counts["vectors"],
            "frames_decoded": row["frames_decoded"], "frames_sampled": row["frames_sampled"],
            "frames_dropped": row["frames_dropped"], "damaged_spans": json.loads(row["damaged_spans"] or "[]"),
-           "error": row["error"], "media": f"/videos/{row['id']}/media" if Path(row["source"]).is_file() else None}
+           "error": row["error"], "media": f"/videos/{row['id']}/media" if _playable(store, row) else None}
     if with_shots:
         doc["shot_list"] = [{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
                              "faces": s["n_faces"], "closed": bool(s["closed"])} for s in store.catalogue.shots(row["id"])]
     return doc
 
 
+def _playable(store, row) -> bool:
+    if row["is_live"]:
+        return False
+    try:
+        fd = media_file(store, row)
+    except CastfinderError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("body", "path", "query", "header", "cookie")]
+        where = ".".join(loc)
+        parts.append(f"{where if where and not where.isdigit() else 'request body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _file_response(fd: int, request: Request, media_type: str) -> Response:
+    """Serve an already opened (and checked) file descriptor, with single HTTP ranges for seeking."""
+    size = os.fstat(fd).st_size
+    start, end, status = 0, size - 1, 200
+    header = request.headers.get("range", "")
+    if header.startswith("bytes=") and "," not in header:
+        a, _, b = header[6:].strip().partition("-")
+        try:
+            if a:
+                start, end = int(a), (int(b) if b else size - 1)
+            elif b:
+                start, end = max(0, size - int(b)), size - 1
+            else:
+                raise ValueError
+        except ValueError:
+            start, end = -1, -1
+        end = min(end, size - 1)
+        if not 0 <= start <= end:
+            os.close(fd)
+            return JSONResponse({"error": "requested range not satisfiable"}, status_code=416,
+                                headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+    length = end - start + 1
+
+    def chunks():
+        try:
+            left, pos = length, start
+            while left > 0:
+                data = os.pread(fd, min(1 << 20, left), pos)
+                if not data:
+                    break
+                pos += len(data)
+                left -= len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(length)}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(chunks(), status_code=status, media_type=media_type, headers=headers)
+
+
 def create_app(store, config: Config, token: str | None = None, max_upload_mb: float = 10.0, max_photos: int = 20,
-               warm_up: bool = True) -> FastAPI:
+               warm_up: bool = True, media_roots=(), url_prefixes=(), max_request_mb: float = 64.0,
+               thumbnail_cache_mb: float = 512.0) -> FastAPI:
     manager = IngestManager(store, config)
     engine = QueryEngine(store, config, shared_models=None)
+    policy = SourcePolicy(media_roots, url_prefixes)
     state = {"ready": False, "warm_error": None, "started": time.time()}
     max_bytes = int(max_upload_mb * 1024 * 1024)
+    max_body = int(max_request_mb * 1024 * 1024)
     thumbs_dir = store.dir / "thumbnails"
+    cache = DiskCache(thumbs_dir, int(thumbnail_cache_mb * 1024 * 1024))
 
     def warm() -> None:
         """Load the models and compile ranx before the first user waits for them."""
@@ -82,8 +384,11 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                 engine._shared = manager.models
             engine.warm_up()
             warm_fusion()
-        except Exception as exc:  # reported by /healthz; requests still try and explain themselves
+        except CastfinderError as exc:  # reported by /healthz; requests still try and explain themselves
             state["warm_error"] = str(exc)
+            log.warning("warm-up failed: %s", exc)
+        except Exception as exc:
+            state["warm_error"] = "warm-up failed (details in the server log)"
             log.warning("warm-up failed: %s", exc)
         state["ready"] = True
 
@@ -94,7 +399,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         else:
             state["ready"] = True
         yield
-        manager.shutdown()
+        manager.shutdown(timeout=10.0)
         store.close()
 
     app = FastAPI(title="castfinder", version="0.1",
@@ -102,15 +407,29 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                   lifespan=lifespan)
     app.state.manager, app.state.engine, app.state.store = manager, engine, store
 
-    # --- errors, auth and request metrics -------------------------------------------------------
+    # --- errors, auth, request size and metrics -------------------------------------------------
     @app.exception_handler(CastfinderError)
     async def castfinder_error(request: Request, exc: CastfinderError):
         return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        else:
+            message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("request %s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+    async def unexpected(request: Request, exc: Exception):  # a backstop: BodyLimit answers these first
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse({"error": "internal error (details in the server log)"}, status_code=500)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -121,14 +440,17 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                     and request.query_params.get("access_token") != token):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes * max_photos + 65536:
-            return JSONResponse({"error": f"request too large ({int(length)} bytes; photos are limited to "
-                                          f"{max_upload_mb:g} MB each, {max_photos} per query)"}, status_code=413)
         response = await call_next(request)
         route = request.scope.get("route")
         M.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), f"{response.status_code // 100}xx").inc()
         return response
+
+    app.add_middleware(BodyLimit, limit_for=lambda scope: max_body if scope["path"] == "/query" else SMALL_BODY)
+
+    def require_writer(what: str) -> None:
+        if not store.writable:
+            raise IndexBusyError(f"this server only reads the index (another process writes it): cannot {what}; "
+                                 "do it through the process that writes the index")
 
     # --- the web page ---------------------------------------------------------------------------
     from fastapi.staticfiles import StaticFiles
@@ -141,12 +463,43 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return FileResponse(web / "index.html", media_type="text/html")
 
     # --- health and metrics ---------------------------------------------------------------------
-    @app.get("/healthz", summary="liveness and readiness")
+    def store_problems() -> list[str]:
+        """What stops the index from being read or searched now (empty: all fine)."""
+        import numpy as np
+        try:
+            store.catalogue.conn.execute("SELECT COUNT(*) FROM videos").fetchone()
+            features = store.indexed_features()
+        except CastfinderError as exc:
+            return [str(exc)]
+        except Exception as exc:
+            log.error("healthz: catalogue unreadable: %s", exc)
+            return ["catalogue.sqlite cannot be read (damaged or missing)"]
+        problems = []
+        for name, dim in features.items():
+            try:
+                store.feature(name).search(np.zeros((1, int(dim)), np.float32), 1)
+            except CastfinderError as exc:
+                problems.append(str(exc))
+            except Exception as exc:
+                log.error("healthz: feature %s cannot be searched: %s", name, exc)
+                problems.append(f"the search index of feature '{name}' cannot be read or searched "
+                                f"(faiss/{name}.index damaged?)")
+        return problems
+
+    @app.get("/healthz", summary="liveness and readiness: 200 when the index can be searched, 503 and why when not")
     def healthz():
-        return {"status": "ok", "ready": state["ready"], "warm_up_error": state["warm_error"],
-                "writable": store.writable, "videos": len(store.catalogue.videos()),
-                "ingesting": [vid for vid in manager.jobs if manager.running(vid)],
-                "uptime_s": round(time.time() - state["started"], 1)}
+        problems = store_problems()
+        if state["warm_error"]:
+            problems.append(state["warm_error"])
+        try:
+            videos = len(store.catalogue.videos())
+        except Exception:
+            videos = None
+        doc = {"status": "ok" if not problems else "unavailable", "ready": state["ready"], "problems": problems,
+               "warm_up_error": state["warm_error"], "writable": store.writable, "videos": videos,
+               "ingesting": [vid for vid in list(manager.jobs) if manager.running(vid)],
+               "uptime_s": round(time.time() - state["started"], 1)}
+        return JSONResponse(doc, status_code=200 if not problems else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
     def metrics():
@@ -155,11 +508,15 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     # --- videos ---------------------------------------------------------------------------------
-    @app.post("/videos", status_code=202, summary="start ingesting a file or live source")
+    @app.post("/videos", status_code=202, summary="start ingesting a file (under a --media-root) or a live URL "
+                                                  "(under an --allow-url-prefix)")
     def add_video(req: VideoRequest):
-        if not req.source.strip():
+        source = req.source.strip()
+        if not source:
             raise InputError("source is empty")
-        job, started = manager.start(req.source.strip(), force=req.force)
+        require_writer("ingest")
+        source = policy.check(source)
+        job, started = manager.start(source, force=req.force)
         row = store.catalogue.video(job.video_id)
         doc = video_status(store, manager, row)
         doc["reused"] = not started
@@ -175,13 +532,21 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
             raise NotFoundError(f"no video with id {video_id}")
         return row
 
+    def _source_fd(row) -> int:
+        """The video's file, opened, after checking it is still the file the ingest read."""
+        if row["is_live"]:
+            raise NotFoundError(f"video {row['id']} is a live source: there is no file to read")
+        return media_file(store, row)
+
     @app.get("/videos/{video_id}", summary="status, progress, real-time factor and shots so far")
-    def get_video(video_id: int):
+    def get_video(video_id: Id):
         return video_status(store, manager, _video_row(video_id), with_shots=True)
 
     @app.delete("/videos/{video_id}", summary="stop an ingest cleanly (purge=true also removes the video)")
-    def delete_video(video_id: int, purge: bool = Query(False, description="remove the video and its vectors")):
+    def delete_video(video_id: Id, purge: bool = Query(False, description="remove the video and its vectors")):
         _video_row(video_id)
+        if purge:
+            require_writer("remove a video")
         stopping = manager.stop(video_id)
         if purge:
             if stopping:
@@ -195,17 +560,26 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return JSONResponse({"id": video_id, "status": "stopping"}, status_code=202)
 
     @app.get("/videos/{video_id}/media", summary="the source file, for playback (HTTP range requests)")
-    def video_media(video_id: int):
-        from fastapi.responses import FileResponse
-        row = _video_row(video_id)
-        if not Path(row["source"]).is_file():
-            raise NotFoundError(f"video {video_id} is a live source or its file has moved; nothing to play")
-        return FileResponse(row["source"], media_type="video/mp4")
+    def video_media(video_id: Id, request: Request):
+        fd = _source_fd(_video_row(video_id))
+        return _file_response(fd, request, "video/mp4")
 
     @app.get("/shots/{video_id}/{shot}/thumbnail", summary="JPEG of a shot's frame, matching face boxed",
              responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(video_id: int, shot: int, frame: int | None = None, face: int | None = None):
-        data = shot_thumbnail(store, video_id, shot, frame, face, cache_dir=thumbs_dir)
+    def thumbnail(video_id: Id, shot: Id, frame: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+                  face: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None):
+        row = _video_row(video_id)
+        if face is not None:
+            # only a face of that frame: any other id would only mint new cache files
+            ok = store.catalogue.conn.execute(
+                "SELECT 1 FROM faces fc JOIN frames f ON f.id=fc.frame_id WHERE fc.id=? AND f.video_id=? AND f.shot_idx=?"
+                + (" AND f.id=?" if frame is not None else ""),
+                (face, video_id, shot, *((frame,) if frame is not None else ()))).fetchone()
+            if ok is None:
+                raise NotFoundError(f"face {face} is not in shot {shot} of video {video_id}"
+                                    + (f", frame {frame}" if frame is not None else ""))
+        os.close(_source_fd(row))
+        data = shot_thumbnail(store, video_id, shot, frame, face, cache_dir=thumbs_dir, on_write=cache.added)
         if data is None:
             raise NotFoundError(f"video {video_id}: the source cannot be re-read for a thumbnail (live or moved)")
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
@@ -217,15 +591,20 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return clusters
 
     @app.get("/videos/{video_id}/cast", summary="the characters found without photos (grows during ingest)")
-    def get_cast(video_id: int, recluster: bool = False):
+    def get_cast(video_id: Id, recluster: bool = False):
         _video_row(video_id)
-        clusters = engine.cast().current(video_id, recluster=recluster)
+        if recluster:
+            require_writer("recluster")
+        cast = engine.cast()
+        # a reader shows the clusters as the writer left them: building them would write the catalogue
+        clusters = cast.current(video_id, recluster=recluster) if store.writable else cast.clusters(video_id)
         return {"video": video_id, "clusters": _cast_doc(video_id, clusters),
                 "message": None if clusters else "no face tracks in this video yet: the cast is empty"}
 
     @app.put("/videos/{video_id}/cast/{cluster_id}", summary="name a cluster; then query by that name without photos")
-    def name_cluster(video_id: int, cluster_id: int, body: ClusterName):
+    def name_cluster(video_id: Id, cluster_id: Id, body: ClusterName):
         _video_row(video_id)
+        require_writer("name a cluster")
         cast = engine.cast()
         row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster_id,)).fetchone()
         if row is None or row[0] != video_id:
@@ -235,40 +614,61 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
 
     @app.get("/videos/{video_id}/cast/{cluster_id}/sheet.png", summary="contact sheet of a cluster's best faces",
              responses={200: {"content": {"image/png": {}}}})
-    def cluster_sheet_png(video_id: int, cluster_id: int):
+    def cluster_sheet_png(video_id: Id, cluster_id: Id):
         from .contact_sheet import cluster_sheet
+        row = _video_row(video_id)
         cl = next((c for c in engine.cast().clusters(video_id) if c["cluster"] == cluster_id), None)
         if cl is None:
             raise NotFoundError(f"video {video_id} has no cluster {cluster_id}")
-        path = cluster_sheet(store, cl, thumbs_dir / f"sheet_v{video_id}_c{cluster_id}_{len(cl['faces'])}_{cl['tracks']}.png")
+        os.close(_source_fd(row))
+        target = thumbs_dir / f"sheet_v{video_id}_c{cluster_id}_{len(cl['faces'])}_{cl['tracks']}.png"
+        if target.is_file():  # the same faces make the same sheet
+            return Response(target.read_bytes(), media_type="image/png")
+        path = cluster_sheet(store, cl, target)
         if path is None:
             raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces (live or moved)")
-        return Response(path.read_bytes(), media_type="image/png")
+        data = path.read_bytes()
+        cache.added(path, len(data))
+        return Response(data, media_type="image/png")
 
     # --- query ----------------------------------------------------------------------------------
     @app.post("/query", summary="find the shots where a character appears, from photos")
     def query(photos: list[UploadFile] | None = File(None, description="sample photos of the character "
                                                       "(none: `character` names a cast cluster)"),
-              character: str | None = Form(None), video: int | None = Form(None),
-              features: str | None = Form(None, description="face=NAME,frame=NAME; NAME may be none"),
+              character: str | None = Form(None, max_length=200), video: int | None = Form(None, ge=0, le=MAX_ID),
+              features: str | None = Form(None, max_length=200, description="face=NAME,frame=NAME; NAME may be none"),
               both: bool = Form(False, description="face and frame features for every photo"),
-              top_k: int | None = Form(None, ge=1, le=100000), fusion: str | None = Form(None),
+              top_k: int | None = Form(None, ge=1, le=100000), fusion: str | None = Form(None, max_length=50),
               limit: int | None = Form(None, ge=0, le=100000, description="at most this many shots "
                                        "(default: the preset's, 50; 0 = all)"),
               expand: bool = Form(False, description="photos matching a cast cluster pull in its tracks")):
+        from index.fusion import METHODS
+
         t0 = time.perf_counter()
         try:
             photos = photos or []
             if len(photos) > max_photos:
                 raise InputError(f"too many photos ({len(photos)}; at most {max_photos})")
-            decoded = []
+            if fusion is not None and fusion not in METHODS:  # before any photo is decoded
+                raise InputError(f"unknown fusion '{fusion}' (known: {', '.join(METHODS)})")
+            decoded, pixels = [], 0
             for up in photos:
                 data = up.file.read(max_bytes + 1)
-                name = up.filename or "upload"
+                name = (up.filename or "upload")[:200]
                 if len(data) > max_bytes:
                     raise TooLargeError(f"{name}: larger than the {max_upload_mb:g} MB limit")
                 if not data:
                     raise InputError(f"{name}: empty file")
+                size = _photo_pixels(data)
+                if size is not None:
+                    w, h = size
+                    if w * h > MAX_PHOTO_PIXELS:
+                        raise TooLargeError(f"{name}: {w}x{h} pixels is over the {MAX_PHOTO_PIXELS // 1_000_000} "
+                                            "megapixel limit per photo")
+                    pixels += w * h
+                    if pixels > MAX_QUERY_PIXELS:
+                        raise TooLargeError(f"the photos of one query are over {MAX_QUERY_PIXELS // 1_000_000} "
+                                            "megapixels together: send fewer or smaller photos")
                 decoded.append((name, data, digest(data)))  # decoded by the engine unless its vectors are cached
             if not store.writable:
                 store.refresh()
@@ -292,26 +692,35 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
 
 
 def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_upload_mb: float = 10.0) -> None:
+          max_upload_mb: float = 10.0, max_request_mb: float = 64.0, max_photos: int = 20, media_roots=(),
+          url_prefixes=(), thumbnail_cache_mb: float = 512.0) -> None:
     import socket
 
     import uvicorn
 
     from index.store import IndexStore
-    from castfinder.errors import IndexBusyError
 
     # a busy port is a clear error now, not a traceback from inside uvicorn
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
             raise InputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    for root in media_roots:
+        if not Path(root).is_dir():
+            raise InputError(f"--media-root {root}: no such directory")
     try:
         store = IndexStore(index_dir, writable=True, kind=config.ingest.index_kind)
     except IndexBusyError as exc:
         log.warning("%s; serving searches only", exc)
         store = IndexStore(index_dir)
-    app = create_app(store, config, token=token, max_upload_mb=max_upload_mb)
+    app = create_app(store, config, token=token, max_upload_mb=max_upload_mb, max_photos=max_photos,
+                     media_roots=media_roots, url_prefixes=url_prefixes, max_request_mb=max_request_mb,
+                     thumbnail_cache_mb=thumbnail_cache_mb)
     print(f"castfinder: serving {index_dir} on http://{host}:{port} (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)

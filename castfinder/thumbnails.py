@@ -54,9 +54,10 @@ def write_thumbnails(store, hits, out_dir: str) -> list[Path]:
 
 
 def shot_thumbnail(store, video_id: int, shot: int, frame_id: int | None = None, face_id: int | None = None,
-                   cache_dir: Path | None = None, width: int = 480) -> bytes | None:
+                   cache_dir: Path | None = None, width: int = 480, on_write=None) -> bytes | None:
     """JPEG bytes for one shot. Without a frame: the frame of the shot with the largest face
-    (its middle frame when it has none). Cached on disk: thumbnails never change."""
+    (its middle frame when it has none). Cached on disk: thumbnails never change. `on_write(path,
+    size)` hears of each new cache file (the service keeps the cache within its size limit)."""
     cat = store.catalogue
     if cat.video(video_id) is None:
         raise NotFoundError(f"no video with id {video_id}")
@@ -89,4 +90,6 @@ def shot_thumbnail(store, video_id: int, shot: int, frame_id: int | None = None,
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
+        if on_write is not None:
+            on_write(path, len(data))
     return data

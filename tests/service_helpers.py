@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from conftest import ROOT
+from conftest import DEV, ROOT
 
 
 def free_port() -> int:
@@ -19,12 +19,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, index_dir, token: str | None = None, extra: tuple = (), ready_timeout: float = 240):
+    """media_roots: the folders POST /videos may ingest from (the dev clips unless told otherwise)."""
+
+    def __init__(self, index_dir, token: str | None = None, extra: tuple = (), ready_timeout: float = 240,
+                 media_roots: tuple = (DEV,)):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.index_dir = index_dir
-        args = [sys.executable, "-m", "castfinder", "serve", "--index", str(index_dir), "--port", str(self.port), *extra]
+        roots = [a for r in media_roots for a in ("--media-root", str(r))]
+        args = [sys.executable, "-m", "castfinder", "serve", "--index", str(index_dir), "--port", str(self.port),
+                *roots, *map(str, extra)]
         if token:
             args += ["--token", token]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -35,9 +40,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
             try:
-                if self.client.get("/healthz").json()["ready"]:
+                if self.client.get("/healthz").json()["ready"]:  # 503 too: ready, and saying what is wrong
                     return
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.5)
         self.stop()
