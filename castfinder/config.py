@@ -136,8 +136,8 @@ FRACTION = Rule(ge=0.0, le=1.0)
 POSITIVE = Rule(gt=0.0)
 
 RULES: dict[str, Rule] = {
-    "ingest.analysis_width": Rule(ge=32, le=7680),
-    "ingest.analysis_max_height": Rule(ge=32, le=4320),
+    "ingest.analysis_width": Rule(ge=32, le=3840),
+    "ingest.analysis_max_height": Rule(ge=32, le=3840),
     "ingest.sample_fps": Rule(gt=0, le=240),
     "ingest.shot_detector": Rule(choices=("content", "adaptive", "hybrid")),
     "ingest.shot_threshold": Rule(gt=0, le=255),
@@ -146,7 +146,7 @@ RULES: dict[str, Rule] = {
     "ingest.dedup_similarity": FRACTION,
     "ingest.dbscan_eps": Rule(gt=0, le=2),
     "ingest.face_detector": Rule(choices=("mtcnn",)),
-    "ingest.min_face_px": Rule(ge=1, le=4096),
+    "ingest.min_face_px": Rule(ge=12, le=1024),      # MTCNN's 12 px cell: smaller means upscaling every frame
     "ingest.min_face_prob": FRACTION,
     "ingest.mtcnn_thresholds": Rule(gt=0, le=1, length=3),
     "ingest.face_embedders": Rule(choices=_face_embedders),
@@ -358,13 +358,26 @@ def _apply(section: Any, values: Any, where: str, name: str) -> None:
         setattr(section, key, value)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice is an error (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice", key_node.start_mark)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path, where: str) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

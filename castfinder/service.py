@@ -431,13 +431,18 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
         return JSONResponse({"error": "internal error (details in the server log)"}, status_code=500)
 
+    def authorized(request: Request) -> bool:
+        # images and the video element cannot send headers: they may carry ?access_token=
+        # (compared in constant time: response timing says nothing about the token)
+        import hmac
+        given = [request.headers.get("authorization", ""), "Bearer " + request.query_params.get("access_token", "")]
+        return not token or any(hmac.compare_digest(g.encode(), f"Bearer {token}".encode()) for g in given)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         path = request.url.path
         if token and not (path in OPEN_PATHS or path == "/" or path.startswith("/static/")):
-            # images and the video element cannot send headers: they may carry ?access_token=
-            if (request.headers.get("authorization", "") != f"Bearer {token}"
-                    and request.query_params.get("access_token") != token):
+            if not authorized(request):
                 return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
                                     headers={"WWW-Authenticate": "Bearer"})
         response = await call_next(request)
@@ -487,7 +492,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return problems
 
     @app.get("/healthz", summary="liveness and readiness: 200 when the index can be searched, 503 and why when not")
-    def healthz():
+    def healthz(request: Request):
         problems = store_problems()
         if state["warm_error"]:
             problems.append(state["warm_error"])
@@ -499,6 +504,8 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                "warm_up_error": state["warm_error"], "writable": store.writable, "videos": videos,
                "ingesting": [vid for vid in list(manager.jobs) if manager.running(vid)],
                "uptime_s": round(time.time() - state["started"], 1)}
+        if not authorized(request):  # open to load balancers, but the details only for token holders
+            doc = {k: doc[k] for k in ("status", "ready")}
         return JSONResponse(doc, status_code=200 if not problems else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -624,7 +631,15 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         target = thumbs_dir / f"sheet_v{video_id}_c{cluster_id}_{len(cl['faces'])}_{cl['tracks']}.png"
         if target.is_file():  # the same faces make the same sheet
             return Response(target.read_bytes(), media_type="image/png")
-        path = cluster_sheet(store, cl, target)
+        try:
+            path = cluster_sheet(store, cl, target)
+        except OSError:  # the cache cannot be written (read-only index): make it in a scratch folder
+            import tempfile
+            with tempfile.TemporaryDirectory(prefix="castfinder-sheet-") as scratch:
+                path = cluster_sheet(store, cl, Path(scratch) / "sheet.png")
+                if path is None:
+                    raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces") from None
+                return Response(path.read_bytes(), media_type="image/png")
         if path is None:
             raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces (live or moved)")
         data = path.read_bytes()

@@ -86,10 +86,13 @@ def shot_thumbnail(store, video_id: int, shot: int, frame_id: int | None = None,
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
     data = buf.tobytes()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError:  # a read-only index or a full disk: the thumbnail is still answered, just not cached
+            return data
         if on_write is not None:
             on_write(path, len(data))
     return data

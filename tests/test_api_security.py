@@ -387,3 +387,26 @@ def test_health_tells_the_truth_about_a_damaged_index(server, friends, tmp_path)
     finally:
         log = srv.stop()
     assert "Traceback" not in log, log
+
+
+def test_health_details_need_the_token(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("tokened") / "index", token="t0ken", media_roots=())
+    try:
+        import httpx
+        anonymous = httpx.get(f"{srv.url}/healthz").json()
+        assert set(anonymous) == {"status", "ready"}, anonymous
+        assert {"problems", "writable", "videos"} <= set(srv.client.get("/healthz").json())
+        assert httpx.get(f"{srv.url}/videos", params={"access_token": "t0ke"}).status_code == 401
+        assert httpx.get(f"{srv.url}/videos", params={"access_token": "t0ken"}).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_the_server_stops_in_seconds_mid_ingest(server):
+    r = post_source(server, str(clip("avenger2")))
+    assert r.status_code in (200, 202), r.text
+    time.sleep(3)
+    t0 = time.time()
+    server.proc.terminate()
+    server.proc.wait(timeout=60)
+    assert time.time() - t0 < 25, time.time() - t0
