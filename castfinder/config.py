@@ -34,10 +34,16 @@ class IngestConfig:
     dedup_similarity: float = 0.985    # consecutive: drop when similarity to last kept frame >= this
     dbscan_eps: float = 0.25           # dbscan: cosine distance between face vectors of one cluster
     face_detector: str = "mtcnn"
-    min_face_px: int = 24              # smallest face side, in analysis pixels
+    min_face_px: int = 24              # smallest face side, in analysis pixels, looked for in every frame
+    # smaller faces (wide shots, low-resolution video) down to small_face_px are looked for only in shots that
+    # have them: the fine pyramid levels cost ~2x the rest, so every Nth kept frame of a shot probes for them,
+    # and a probe that finds one turns the fine levels on for the rest of that shot (0 = never)
+    small_face_px: int = 12
+    small_face_probe_every: int = 5
     min_face_prob: float = 0.9
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
+    face_flip: bool = True             # a face's vector is the mean of it and its mirror image (steadier)
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
     batch_size: int | str = "auto"    # frames per detector / embedder batch; auto: 2 on CPU, 16 on CUDA
     batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)
@@ -69,6 +75,7 @@ class QueryConfig:
     fusion: str = "max"
     use_both: bool = False             # face and frame features for every photo
     limit: int = 50                    # shots returned by a query unless asked otherwise (0 = all)
+    track_weight: float = 0.5          # a shot's score: this much from its best face track, the rest from its best face
 
 
 @dataclass
@@ -148,6 +155,8 @@ RULES: dict[str, Rule] = {
     "ingest.face_detector": Rule(choices=("mtcnn",)),
     "ingest.min_face_px": Rule(ge=12, le=1024),      # MTCNN's 12 px cell: smaller means upscaling every frame
     "ingest.min_face_prob": FRACTION,
+    "ingest.small_face_px": Rule(ge=0, le=4096),
+    "ingest.small_face_probe_every": Rule(ge=1, le=100_000),
     "ingest.mtcnn_thresholds": Rule(gt=0, le=1, length=3),
     "ingest.face_embedders": Rule(choices=_face_embedders),
     "ingest.frame_embedders": Rule(choices=_frame_embedders),
@@ -161,6 +170,7 @@ RULES: dict[str, Rule] = {
     "query.top_k": Rule(ge=1, le=100_000),
     "query.fusion": Rule(choices=_fusions),
     "query.limit": Rule(ge=0, le=100_000),
+    "query.track_weight": FRACTION,
     "cast.metric": Rule(choices=("cosine", "l2", "l1")),
     "cast.threshold": Rule(gt=0, le=4),
     "cast.best_q": Rule(ge=1, le=1000),

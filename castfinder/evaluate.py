@@ -25,7 +25,7 @@ KS = (1, 5, 10, 20)
 # settings that change what is indexed (the rest only change speed)
 INDEX_FIELDS = ("analysis_width", "sample_fps", "shot_detector", "shot_threshold", "shot_min_len_s", "dedup",
                 "dedup_similarity", "dbscan_eps", "min_face_px", "min_face_prob", "mtcnn_thresholds",
-                "face_embedders", "frame_embedders")
+                "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip")
 
 
 class Clip:
@@ -61,6 +61,7 @@ class Evaluator:
         self.log = log
         self._models: dict[str, object] = {}
         self._vectors: dict[tuple, list] = {}
+        self._tracks: dict[tuple, object] = {}
 
     # --- indexes and models ---------------------------------------------------------------------
     def index_dir(self, cfg: Config, clip: Clip) -> Path:
@@ -71,7 +72,8 @@ class Evaluator:
     def models(self, cfg: Config):
         from stream.pipeline import Models
         key = json.dumps({f: getattr(cfg.ingest, f) for f in ("face_embedders", "frame_embedders", "mtcnn_thresholds",
-                                                               "min_face_prob", "min_face_px", "device")}, sort_keys=True)
+                                                               "min_face_prob", "min_face_px", "device", "small_face_px",
+                                                               "face_flip")}, sort_keys=True)
         if key not in self._models:
             self._models[key] = Models(cfg.ingest)
         return self._models[key]
@@ -95,7 +97,7 @@ class Evaluator:
     def photo_vectors(self, cfg: Config, clip: Clip, character: str, face: str | None, frame: str | None):
         from index.search import photo_vectors
         from models.photo import load_photo
-        key = (clip.name, character, face, frame, cfg.query.use_both, tuple(cfg.ingest.mtcnn_thresholds))
+        key = (clip.name, character, face, frame, cfg.query.use_both, tuple(cfg.ingest.mtcnn_thresholds), cfg.ingest.face_flip)
         if key not in self._vectors:
             m = self.models(cfg)
             fe = next((e for e in m.face if e.name == face), None)
@@ -104,19 +106,33 @@ class Evaluator:
             self._vectors[key] = photo_vectors(photos, m.detector, fe, fr, use_both=cfg.query.use_both)
         return self._vectors[key]
 
-    def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None) -> list[int]:
+    def _track_vectors(self, store, vectors):
+        from index.track_vectors import TrackVectors
+        feature = next((v.feature for v in vectors if v.kind == "face"), None)
+        if feature is None:
+            return None
+        key = (str(store.dir), feature)
+        if key not in self._tracks:
+            self._tracks[key] = TrackVectors(feature)
+        self._tracks[key].sync(store.catalogue)
+        return self._tracks[key]
+
+    def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None,
+               track_weight: float = 0.0) -> list[int]:
         from index.search import search_shots
         if expand_with is not None:
             vectors = expand_with.expand(vectors, video_id)
-        hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id)
+        hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id,
+                            tracks=self._track_vectors(store, vectors), track_weight=track_weight)
         return map_to_true(clip.truth, [(h.start_s, h.end_s) for h in hits])
 
     def run_config(self, cfg: Config, fusion: str | None = None, top_k: int | None = None, face: str | None = "",
                    frame: str | None = "", photos_per_query: int | None = None, seed: int = 0,
-                   expand: bool = False) -> dict:
+                   expand: bool = False, track_weight: float | None = None) -> dict:
         """Rank every character of every clip. photos_per_query: score random subsets of that many
         photos (at most 10 per character) and average their AP (the query-count survey)."""
         fusion, top_k = fusion or cfg.query.fusion, top_k or cfg.query.top_k
+        tw = cfg.query.track_weight if track_weight is None else track_weight
         face = cfg.ingest.face_embedders[0] if face == "" and cfg.ingest.face_embedders else (face or None)
         frame = cfg.ingest.frame_embedders[0] if frame == "" and cfg.ingest.frame_embedders else (frame or None)
         rankings, relevants, aps = {}, {}, {}
@@ -134,7 +150,7 @@ class Evaluator:
                 relevants[q] = relevant_shots(clip.truth, character)
                 vectors = self.photo_vectors(cfg, clip, character, face, frame)
                 if photos_per_query is None:
-                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine)
+                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine, tw)
                     aps[q] = average_precision(rankings[q], relevants[q])
                     continue
                 photos = sorted({v.photo for v in vectors})
@@ -145,7 +161,7 @@ class Evaluator:
                 scores = []
                 for subset in subsets[:10]:
                     sub = [v for v in vectors if v.photo in subset]
-                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine), relevants[q]))
+                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine, tw), relevants[q]))
                 aps[q] = float(np.mean(scores))
         return {"rankings": rankings, "relevants": relevants, "ap": aps,
                 "map": float(np.mean(list(aps.values()))) if aps else 0.0}

@@ -62,6 +62,7 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, list[QueryVector]] = OrderedDict()
         self._cache_size = cache_size
+        self._tracks: dict[str, object] = {}
 
     # --- models ---------------------------------------------------------------------------------
     def _model(self, key: str, make):
@@ -86,6 +87,8 @@ class QueryEngine:
             if e.name == name:
                 return e
         kw = {"device": self.cfg.ingest.device, "weights_dir": self.cfg.ingest.weights_dir}
+        if name in FACE_EMBEDDERS:
+            kw["flip"] = self.cfg.ingest.face_flip  # query vectors made as the indexed ones were
         make = make_face_embedder if name in FACE_EMBEDDERS else make_frame_embedder
         return self._model(name, lambda: make(name, **kw))
 
@@ -131,6 +134,18 @@ class QueryEngine:
                             self._cache.popitem(last=False)
             out += [QueryVector(name, q.feature, q.vector, q.kind, q.note) for q in cached]
         return out
+
+    def tracks(self, feature: str | None):
+        """The face tracks of `feature`, synced with the catalogue (the tracks of every closed shot)."""
+        if feature is None or self.cfg.query.track_weight <= 0:
+            return None
+        from index.track_vectors import TrackVectors
+        with self._lock:
+            if feature not in self._tracks:
+                self._tracks[feature] = TrackVectors(feature)
+            tv = self._tracks[feature]
+        tv.sync(self.store.catalogue)
+        return tv
 
     def cast(self):
         from index.cast import Cast
@@ -179,6 +194,7 @@ class QueryEngine:
             vectors = self.expand(vectors, video_id)
         limit = q.limit if limit is None else limit  # 0: every shot found (long films find thousands)
         hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id,
+                            tracks=self.tracks(face), track_weight=q.track_weight,
                             limit=limit or None)
         return result_doc(character, video_id, until, fusion, vectors, hits), hits
 

@@ -42,14 +42,15 @@ class ShotHit:
 
 def photo_vectors(photos: list[tuple[str, np.ndarray]], detector, face_embedder, frame_embedder,
                   use_both: bool = False) -> list[QueryVector]:
-    from models.photo import largest_face
+    from models.photo import photo_face
 
     out = []
     for name, image in photos:
-        face, n_faces = largest_face(detector, image) if face_embedder is not None else (None, 0)
+        face = None
+        if face_embedder is not None:
+            face_image, face, n_faces, note = photo_face(detector, image)
         if face is not None:
-            note = f"{n_faces} faces, used the largest" if n_faces > 1 else "face"
-            out.append(QueryVector(name, face_embedder.name, face_embedder.embed_faces(image, [face])[0], "face", note))
+            out.append(QueryVector(name, face_embedder.name, face_embedder.embed_faces(face_image, [face])[0], "face", note))
         if (face is None or use_both) and frame_embedder is not None:
             note = "no face found, used the whole photo" if face is None else "whole photo"
             out.append(QueryVector(name, frame_embedder.name, frame_embedder.embed_frames([image])[0], "frame", note))
@@ -71,8 +72,25 @@ def _shot_scores(store: IndexStore, scores: np.ndarray, ids: np.ndarray, video_i
     return uniq, scores[first], ids[first]
 
 
+def _blend_tracks(part, track_part, weight: float):
+    """A shot's face score blended with its best track's: a track describes a person over the whole
+    shot (its best faces), a single frame can be a profile or a blur. Shots without a usable track
+    keep their face score."""
+    keys, scores, ids = part
+    tkeys, tscores = track_part
+    if weight <= 0 or len(tkeys) == 0 or len(keys) == 0:
+        return part
+    pos = np.clip(np.searchsorted(tkeys, keys), 0, len(tkeys) - 1)
+    has = tkeys[pos] == keys
+    blended = np.where(has, (1 - weight) * scores + weight * tscores[pos], scores)
+    return keys, blended, ids
+
+
 def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 5000, fusion: str = "max",
-                 video_id: int | None = None, limit: int | None = None) -> list[ShotHit]:
+                 video_id: int | None = None, limit: int | None = None, tracks=None,
+                 track_weight: float = 0.0) -> list[ShotHit]:
+    """tracks: a TrackVectors of the face feature (synced by the caller); track_weight: how much of
+    a shot's score its best track gives (0: faces only)."""
     if not queries:
         raise InputError("no query vectors")
     store.vector_map.sync(store.catalogue)
@@ -88,6 +106,12 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
         for row, i in enumerate(idxs):
             hits_of[i] = (scores[row], ids[row])
     parts = [_shot_scores(store, scores, ids, video_id) for scores, ids in hits_of]
+    if tracks is not None and track_weight > 0:
+        face_q = [i for i, q in enumerate(queries) if q.kind == "face" and q.feature == tracks.feature]
+        if face_q:
+            per = tracks.shot_scores(np.stack([queries[i].vector for i in face_q]), video_id)
+            for i, tp in zip(face_q, per):
+                parts[i] = _blend_tracks(parts[i], tp, track_weight)
     all_keys = np.concatenate([p[0] for p in parts])
     all_scores = np.concatenate([p[1] * q.weight for p, q in zip(parts, queries)]).astype(np.float64)
     all_ids = np.concatenate([p[2] for p in parts])

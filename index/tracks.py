@@ -34,8 +34,11 @@ class Track:
         return sorted(self.detections, key=lambda d: -d.quality)[:q]
 
     def vector(self, q: int = 1) -> np.ndarray:
-        """The best face's vector (q=1, the paper), or the mean of the best q, renormalised."""
-        v = np.mean([d.vector for d in self.best(q)], axis=0)
+        """The best face's vector (q=1, the paper), or the quality-weighted mean of the best q faces'
+        unit vectors, renormalised: one blurred or turned-away frame no longer decides who it is."""
+        best = self.best(q)
+        w = np.array([max(d.quality, 1e-3) for d in best])
+        v = (np.stack([d.vector for d in best]) * w[:, None]).sum(0)
         return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
 
     @property

@@ -21,8 +21,9 @@ class DlibResnetEmbedder(FaceEmbedder):
     name = "dlib-resnet"
     dim = 128
 
-    def __init__(self, device: str = "auto", weights_dir: str | None = None):
+    def __init__(self, device: str = "auto", weights_dir: str | None = None, flip: bool = False):
         super().__init__(device)
+        self.flip = flip  # average each face with its mirror image: a pose or lighting quirk counts half
         configure_cpu_threads()
         try:
             import dlib
@@ -57,7 +58,12 @@ class DlibResnetEmbedder(FaceEmbedder):
         out = []
         for i in range(0, len(chips), self.batch_size):
             batch = torch.from_numpy(np.stack(chips[i:i + self.batch_size])).to(self.device)
-            out.append(self.net(batch).float().cpu().numpy())
+            if self.flip:  # both views in one forward pass; the sum of their unit vectors
+                n = len(batch)
+                both = l2_normalise(self.net(torch.cat([batch, batch.flip(2)])).float().cpu().numpy())
+                out.append(both[:n] + both[n:])
+            else:
+                out.append(self.net(batch).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))
 
     def embed_faces(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:

@@ -73,12 +73,16 @@ class MTCNNDetector(FaceDetector):
     name = "mtcnn"
 
     def __init__(self, min_face_px: int = 24, min_prob: float = 0.9, device: str = "auto",
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709):
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
+                 small_face_px: int = 0):
         configure_cpu_threads()
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # loads the wheel's data/*.pt
 
         self.device = resolve_device(device)
         self.min_prob, self.min_face_px = min_prob, min_face_px
+        # faces between small_face_px and min_face_px are looked for only in the images a caller marks
+        # `fine`: their pyramid levels (the largest ones) cost more than all the others together
+        self.small_face_px = small_face_px if 0 < small_face_px < min_face_px else min_face_px
         self.thresholds, self.factor = thresholds, factor
         fmt = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self._fmt = fmt
@@ -91,14 +95,21 @@ class MTCNNDetector(FaceDetector):
         t = (t - 127.5) * 0.0078125
         return t.contiguous(memory_format=self._fmt)
 
-    def _scales(self, h: int, w: int) -> list[float]:
-        m = PNET_CELL / self.min_face_px
+    def _scales(self, h: int, w: int, min_face_px: int | None = None) -> list[float]:
+        m = PNET_CELL / (min_face_px or self.min_face_px)
         minl = min(h, w) * m
         scales = []
         while minl >= PNET_CELL:
             scales.append(m * self.factor ** len(scales))
             minl *= self.factor
         return scales
+
+    def _fine_scales(self, h: int, w: int) -> list[float]:
+        """The extra (larger) pyramid levels that find faces from small_face_px up to min_face_px."""
+        if self.small_face_px >= self.min_face_px:
+            return []
+        top = PNET_CELL / self.min_face_px
+        return [s for s in self._scales(h, w, self.small_face_px) if s > top * 1.01]
 
     def _level(self, images: list[np.ndarray], full: torch.Tensor, sw: int, sh: int) -> torch.Tensor:
         """One pyramid level. On a GPU it is resized there from the frames already uploaded (building
@@ -108,20 +119,32 @@ class MTCNNDetector(FaceDetector):
         level = np.stack([cv2.resize(im, (sw, sh), interpolation=cv2.INTER_AREA) for im in images])
         return self._tensor(level)
 
-    def _stage1(self, images: list[np.ndarray], full: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """P-Net over the pyramid; images of one call share a size, so each level is one batch."""
+    def _stage1(self, images: list[np.ndarray], full: torch.Tensor, fine: list[int], th: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """P-Net over the pyramid; images of one call share a size, so each level is one batch.
+        The fine levels run only on the images listed in `fine`."""
         h, w = images[0].shape[:2]
         all_boxes, all_ids = [], []
-        for scale in self._scales(h, w):
+        levels = [(s, None) for s in self._scales(h, w)]
+        if fine:
+            sel = np.asarray(fine)
+            levels = [(s, sel) for s in self._fine_scales(h, w)] + levels
+        for scale, sel in levels:
             sw, sh = int(w * scale + 1), int(h * scale + 1)
-            reg, prob = self.pnet(self._level(images, full, sw, sh))
+            if sel is None:
+                level = self._level(images, full, sw, sh)
+            else:
+                level = self._level([images[i] for i in sel], full[torch.as_tensor(sel, device=full.device)], sw, sh)
+            reg, prob = self.pnet(level)
             prob = prob[:, 1].cpu().numpy()
             reg = reg.cpu().numpy()
-            ids, ys, xs = np.nonzero(prob >= self.thresholds[0])
+            ids, ys, xs = np.nonzero(prob >= th[0])
+            if sel is not None:
+                ids = sel[ids]  # back to the index in the whole batch
             if len(ids) == 0:
                 continue
-            score = prob[ids, ys, xs]
-            r = reg[ids, :, ys, xs]
+            row = ids if sel is None else np.searchsorted(sel, ids)
+            score = prob[row, ys, xs]
+            r = reg[row, :, ys, xs]
             q1 = np.floor((PNET_STRIDE * np.stack([xs, ys], 1) + 1) / scale)
             q2 = np.floor((PNET_STRIDE * np.stack([xs, ys], 1) + PNET_CELL) / scale)
             boxes = np.concatenate([q1, q2, score[:, None], r], 1).astype(np.float32)
@@ -147,17 +170,18 @@ class MTCNNDetector(FaceDetector):
         return crops.contiguous(memory_format=self._fmt)
 
     @torch.inference_mode()
-    def _detect_same_size(self, images: list[np.ndarray]) -> list[list[Face]]:
+    def _detect_same_size(self, images: list[np.ndarray], fine: list[int], th: tuple, min_prob: float) -> list[list[Face]]:
         full = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
         full = ((full - 127.5) * 0.0078125).contiguous()
-        boxes, ids = self._stage1(images, full)
+        boxes, ids = self._stage1(images, full, fine, th)
+        fine_set = set(fine)
         result: list[list[Face]] = [[] for _ in images]
         if len(boxes) == 0:
             return result
         # stage 2: R-Net refines and rejects
         reg, prob = self.rnet(self._roi_crops(full, ids, boxes, 24))
         score = prob[:, 1].cpu().numpy()
-        ok = score > self.thresholds[1]
+        ok = score > th[1]
         boxes, ids, reg = boxes[ok], ids[ok], reg.cpu().numpy()[ok]
         boxes[:, 4] = score[ok]
         keep = _nms(boxes, boxes[:, 4], ids, 0.7)
@@ -168,7 +192,7 @@ class MTCNNDetector(FaceDetector):
         # stage 3: O-Net gives the final box, score and 5 landmarks
         reg, points, prob = self.onet(self._roi_crops(full, ids, boxes, 48))
         score = prob[:, 1].cpu().numpy()
-        ok = score > self.thresholds[2]
+        ok = score > th[2]
         boxes, ids = boxes[ok], ids[ok]
         reg, points = reg.cpu().numpy()[ok], points.cpu().numpy()[ok]
         bw = boxes[:, 2] - boxes[:, 0] + 1
@@ -182,18 +206,26 @@ class MTCNNDetector(FaceDetector):
             for k in _nms_min(boxes[sel], score[sel], 0.7):
                 j = sel[k]
                 face = Face(boxes[j, :4].astype(np.float32), np.stack([px[j], py[j]], 1).astype(np.float32), float(score[j]))
-                if face.prob >= self.min_prob and face.size >= self.min_face_px:
+                smallest = self.small_face_px if i in fine_set else self.min_face_px
+                if face.prob >= min_prob and face.size >= smallest:
                     result[i].append(face)
         return result
 
-    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+    def detect(self, images: list[np.ndarray], fine: list[bool] | None = None, thresholds: tuple | None = None,
+               min_prob: float | None = None) -> list[list[Face]]:
+        """fine[i]: also look for faces down to small_face_px in image i (None: in none of them).
+        thresholds / min_prob override the detector's own for this call (query photos are read leniently)."""
+        th = tuple(thresholds or self.thresholds)
+        min_prob = self.min_prob if min_prob is None else min_prob
         if not images:
             return []
+        fine = fine or [False] * len(images)
         by_shape: dict[tuple, list[int]] = {}
         for i, im in enumerate(images):
             by_shape.setdefault(im.shape, []).append(i)
         out: list[list[Face]] = [[] for _ in images]
         for idx in by_shape.values():
-            for i, faces in zip(idx, self._detect_same_size([images[i] for i in idx])):
+            sub_fine = [k for k, i in enumerate(idx) if fine[i]]
+            for i, faces in zip(idx, self._detect_same_size([images[i] for i in idx], sub_fine, th, min_prob)):
                 out[i] = faces
         return out

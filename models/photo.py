@@ -47,3 +47,39 @@ def largest_face(detector: FaceDetector, image: np.ndarray) -> tuple[Face | None
     if not faces:
         return None, 0
     return max(faces, key=lambda f: f.size), len(faces)
+
+
+# A query photo is chosen by a person: it almost surely shows the face, so when the usual pass finds
+# none, a second pass looks harder. A crop cut tight around the face loses the forehead and chin the
+# detector's windows expect (and the context dlib's chip keeps), so the photo is padded; a small one
+# is enlarged; and the cascade's thresholds are lowered.
+LENIENT_THRESHOLDS = (0.5, 0.6, 0.6)
+LENIENT_MIN_PROB = 0.8
+PAD = 0.35                # of the photo's size, on each side
+MIN_SIDE = 224            # smaller photos are enlarged to this (after padding)
+
+
+def lenient_view(image: np.ndarray) -> np.ndarray:
+    """The photo padded by replicating its border, then enlarged when small."""
+    import cv2
+    h, w = image.shape[:2]
+    py, px = int(round(h * PAD)), int(round(w * PAD))
+    out = cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_REPLICATE)
+    scale = MIN_SIDE / min(out.shape[:2])
+    if scale > 1:
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(out)
+
+
+def photo_face(detector: FaceDetector, image: np.ndarray) -> tuple[np.ndarray, Face | None, int, str]:
+    """(image the face is in, its largest face or None, faces found, how it was found). The face's box
+    refers to the returned image, which is the padded, enlarged view when the second pass found it."""
+    face, n = largest_face(detector, image)
+    if face is not None:
+        return image, face, n, "face" if n == 1 else f"{n} faces, used the largest"
+    view = lenient_view(image)
+    faces = detector.detect([view], thresholds=LENIENT_THRESHOLDS, min_prob=LENIENT_MIN_PROB)[0]
+    if not faces:
+        return image, None, 0, "no face found"
+    face = max(faces, key=lambda f: f.size)
+    return view, face, len(faces), "face found on a second, lenient look (padded, enlarged, lower thresholds)"

@@ -47,9 +47,14 @@ FRAME_EMBEDDERS = {"effnet-lite0": _effnet, "clip-vit-b32": _clip("clip-vit-b32"
                    "beit-cls": _beit("cls"), "beit-mean": _beit("mean")}
 
 
-def make_face_embedder(name: str, **kw) -> FaceEmbedder:
+FLIP_AVERAGING = {"dlib-resnet"}  # embedders that can average a face with its mirror image
+
+
+def make_face_embedder(name: str, flip: bool = False, **kw) -> FaceEmbedder:
     if name not in FACE_EMBEDDERS:
         raise InputError(f"unknown face embedder '{name}' (known: {', '.join(FACE_EMBEDDERS)})")
+    if flip and name in FLIP_AVERAGING:
+        kw["flip"] = True
     return FACE_EMBEDDERS[name](**kw)
 
 

@@ -77,14 +77,45 @@ class IngestResult:
         return self.indexed_until_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
+class SmallFacePlanner:
+    """Which frames get the detector's fine (small-face) pyramid levels. Most shots of a film show faces
+    big enough for the cheap levels; a wide shot or a low-resolution video shows small ones in most of
+    its frames. So every `every`-th kept frame of a shot (its first included) probes with the fine
+    levels, and a probe that finds a face below the cheap levels' size turns them on for the rest of
+    the shot. Used by the detect stage only (one thread)."""
+
+    def __init__(self, every: int, coarse_min_px: float, enabled: bool = True):
+        self.every, self.coarse_min_px, self.enabled = every, coarse_min_px, enabled
+        self.shot, self.count, self.small_shot = None, 0, False
+        self.probes = self.fine_frames = 0
+
+    def plan(self, shots: list[int]) -> list[bool]:
+        out = []
+        for shot in shots:
+            if shot != self.shot:
+                self.shot, self.count, self.small_shot = shot, 0, False
+            fine = self.enabled and (self.small_shot or self.count % self.every == 0)
+            self.count += 1
+            self.probes += fine and not self.small_shot
+            self.fine_frames += fine
+            out.append(fine)
+        return out
+
+    def seen(self, shots: list[int], fine: list[bool], faces: list[list]) -> None:
+        for shot, f, found in zip(shots, fine, faces):
+            if f and shot == self.shot and any(face.size < self.coarse_min_px for face in found):
+                self.small_shot = True
+
+
 class Models:
     """Loaded once per process and shared by every ingest (no per-video reloads)."""
 
     def __init__(self, cfg: IngestConfig):
         kw = {"device": cfg.device}
         self.detector = MTCNNDetector(min_face_px=cfg.min_face_px, min_prob=cfg.min_face_prob, device=cfg.device,
-                                      thresholds=tuple(cfg.mtcnn_thresholds))
-        self.face = [make_face_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.face_embedders]
+                                      thresholds=tuple(cfg.mtcnn_thresholds), small_face_px=cfg.small_face_px)
+        self.face = [make_face_embedder(n, weights_dir=cfg.weights_dir, flip=cfg.face_flip, **kw)
+                     for n in cfg.face_embedders]
         self.frame = [make_frame_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.frame_embedders]
 
 
@@ -248,7 +279,9 @@ class IngestJob:
             out.put(item)
 
     def _detect(self, batch: Batch) -> None:
-        batch.faces = self.models.detector.detect([f.image for _, f in batch.items])
+        fine = self._small_faces.plan([shot for shot, _ in batch.items])
+        batch.faces = self.models.detector.detect([f.image for _, f in batch.items], fine)
+        self._small_faces.seen([shot for shot, _ in batch.items], fine, batch.faces)
         M.FACES_DETECTED.labels(self.label).inc(sum(len(f) for f in batch.faces))
 
     def _embed(self, batch: Batch) -> None:
@@ -303,6 +336,8 @@ class IngestJob:
             return self.result
         start_s, first_shot = plan
         self.sampled = self.dropped = self.vectors = 0
+        self._small_faces = SmallFacePlanner(self.cfg.small_face_probe_every, self.models.detector.min_face_px,
+                                             enabled=self.models.detector.small_face_px < self.models.detector.min_face_px)
         self.status = "ingesting"
         self.batch_size, self.queue_size = self.cfg.batching(self.models.detector.device.type)
         q1, q2, q3 = (queue.Queue(self.queue_size) for _ in range(3))

@@ -37,7 +37,8 @@ def test_torch_dlib_net_matches_dlib(models):
     import dlib
     from models.weights import package_dir
 
-    emb = next(e for e in models.face if e.name == "dlib-resnet")
+    from models.dlib_resnet import DlibResnetEmbedder
+    emb = DlibResnetEmbedder(device="cpu", flip=False)  # dlib itself has no flip-averaging
     image = frames_at("friends", [1.0])[0]
     faces = models.detector.detect([image])[0]
     assert faces

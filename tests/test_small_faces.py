@@ -1,0 +1,130 @@
+"""Who is who on hard footage, the detection and photo side: small faces found by the fine pyramid
+levels where a probe finds them, tight query crops read by the lenient second look, flip-averaged
+face vectors. Real footage from ../shared/data (devhard/wide shrinks every labelled shot to 30-50%)."""
+
+import numpy as np
+import pytest
+
+from models.photo import largest_face, load_photo, photo_face
+from stream.decode import VideoDecoder
+from stream.pipeline import SmallFacePlanner
+
+from conftest import DATA, DEV
+
+WIDE = DATA / "devhard" / "wide" / "video.mp4"
+
+
+@pytest.fixture(scope="module")
+def wide_frames():
+    """One frame a second of devhard/wide at the 640-px analysis width."""
+    out = []
+    dec = VideoDecoder(str(WIDE), 640)
+    for f in dec.frames(0.0):
+        if f.index % 25 == 0:
+            out.append(f.image.copy())
+        else:
+            f.release()
+        if len(out) >= 60:
+            break
+    dec.close()
+    return out
+
+
+def test_fine_levels_find_faces_the_coarse_pyramid_misses(models, wide_frames):
+    det = models.detector
+    assert det.small_face_px < det.min_face_px
+    coarse = det.detect(wide_frames)
+    fine = det.detect(wide_frames, [True] * len(wide_frames))
+    n_coarse, n_fine = sum(map(len, coarse)), sum(map(len, fine))
+    small = [f for faces in fine for f in faces if f.size < det.min_face_px]
+    print(f"devhard/wide, {len(wide_frames)} frames: {n_coarse} faces coarse, {n_fine} with the fine levels,"
+          f" {len(small)} under {det.min_face_px} px")
+    assert all(f.size >= det.min_face_px for faces in coarse for f in faces)
+    assert len(small) >= 10 and min(f.size for f in small) < 18
+    assert n_fine >= 2 * n_coarse
+    # the fine levels only add: the big faces are found either way
+    for c, f in zip(coarse, fine):
+        assert len(f) >= len(c)
+
+
+def test_a_marked_frame_gets_the_fine_levels_alone(models, wide_frames):
+    det = models.detector
+    fine_all = det.detect(wide_frames[:8], [True] * 8)
+    mixed = det.detect(wide_frames[:8], [i % 2 == 0 for i in range(8)])
+    for i in range(8):
+        want = fine_all[i] if i % 2 == 0 else [f for f in fine_all[i] if f.size >= det.min_face_px]
+        assert len(mixed[i]) == len(want), i
+
+
+def test_planner_probes_then_keeps_the_fine_levels_for_a_shot_with_small_faces(models, wide_frames):
+    det = models.detector
+    planner = SmallFacePlanner(every=5, coarse_min_px=det.min_face_px)
+    # shot 0: the frames with small faces; shot 1: the same frames, but the probe finds nothing
+    shots = [0] * 6 + [1] * 6
+    plan = planner.plan(shots[:1])
+    assert plan == [True]  # the first frame of a shot probes
+    small_frame = next(im for im in wide_frames if any(f.size < det.min_face_px
+                                                        for f in det.detect([im], [True])[0]))
+    planner.seen(shots[:1], plan, det.detect([small_frame], plan))
+    assert planner.plan([0] * 5) == [True] * 5  # small faces seen: fine for the rest of the shot
+    blank = np.zeros_like(small_frame)
+    plan = planner.plan([1])
+    planner.seen([1], plan, det.detect([blank], plan))
+    assert plan == [True] and planner.plan([1] * 5) == [False, False, False, False, True]  # probes every 5th
+
+
+def tight_crops(detector, shrink=0.12):
+    """Crops cut inside the face box of every dev reference photo (a user's tight screenshot crop)."""
+    for path in sorted(DEV.glob("*/refs/*/*")):
+        image = load_photo(path)
+        face, _ = largest_face(detector, image)
+        if face is None or face.size < 60:
+            continue
+        x1, y1, x2, y2 = face.box
+        w, h = x2 - x1, y2 - y1
+        crop = image[max(0, int(y1 + shrink * h)):int(y2 - shrink * h), max(0, int(x1 + shrink * w)):int(x2 - shrink * w)]
+        yield path, image, face, np.ascontiguousarray(crop)
+
+
+def test_tight_crops_are_read_leniently(models):
+    det, emb = models.detector, models.face[0]
+    plain = lenient = total = 0
+    sims = []
+    for path, image, face, crop in tight_crops(det):
+        total += 1
+        plain += largest_face(det, crop)[0] is not None
+        view, found, _, note = photo_face(det, crop)
+        if found is not None:
+            lenient += 1
+            whole = emb.embed_faces(image, [face])[0]
+            sims.append(float(emb.embed_faces(view, [found])[0] @ whole))
+    print(f"{total} tight crops: face found in {plain} by the usual pass, {lenient} with the lenient look;"
+          f" cosine to the uncropped photo's face: median {np.median(sims):.3f}")
+    assert total >= 30
+    assert lenient >= 0.9 * total and lenient >= plain + 0.2 * total
+    assert np.median(sims) > 0.9  # the vector describes the same face
+
+
+def test_query_says_how_each_photo_was_read(models):
+    from index.search import photo_vectors
+    det = models.detector
+    path, image, face, crop = next(tight_crops(det, shrink=0.2))
+    out = photo_vectors([("whole", image), ("crop", crop)], det, models.face[0], models.frame[0])
+    notes = {q.photo: (q.kind, q.note) for q in out}
+    assert notes["whole"][0] == "face"
+    assert notes["crop"][0] == "face" and "lenient" in notes["crop"][1]
+
+
+def test_flip_averaged_vectors_do_not_care_which_way_a_face_looks(models, wide_frames):
+    from models.dlib_resnet import DlibResnetEmbedder
+    flip = next(e for e in models.face if e.name == "dlib-resnet")
+    assert flip.flip
+    plain = DlibResnetEmbedder(device="cpu", flip=False)
+    image = next(im for im in wide_frames if models.detector.detect([im])[0])
+    faces = models.detector.detect([image])[0]
+    chips = flip.chips(image, faces)
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    a, b = flip.embed_chips(chips), flip.embed_chips(mirrored)
+    assert np.allclose(a, b, atol=1e-4)  # a face and its mirror image get one vector
+    p, q = plain.embed_chips(chips), plain.embed_chips(mirrored)
+    assert float(np.min(np.sum(p * q, 1))) < 0.999  # without flipping they differ
