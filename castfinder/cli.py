@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -162,6 +163,8 @@ def cmd_ingest(args) -> int:
               f"{result.faces} faces, {result.vectors} vectors")
         for start, end in result.damaged_spans:
             print(f"  damaged data skipped: {hms(start)} - {hms(end) if end != float('inf') else 'end'}")
+        if result.warning:
+            print(f"  warning: {result.warning}")
     if args.show_shots:
         _print_shots(args.index, result.video_id)
     return 0
@@ -182,7 +185,8 @@ def _stop_on_signals(job) -> None:
         if stopping.is_set():
             force_exit("second signal")
         stopping.set()
-        print("\nstopping: closing the current shot and saving...", file=sys.stderr, flush=True)
+        print("\nstopping: saving the closed shots" + (", closing the current one..." if job.info.is_live else
+                                                       " (the next run redoes the open one)..."), file=sys.stderr, flush=True)
         timer = threading.Timer(STOP_GRACE_S, force_exit, args=(f"not stopped after {STOP_GRACE_S:g} s",))
         timer.daemon = True
         timer.start()
@@ -477,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     except CastfinderError as exc:
         print(f"castfinder: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.Error as exc:  # the catalogue failed somewhere below: damaged, read-only, locked
+        from index.catalogue import storage_error
+        err = storage_error(exc, Path(getattr(args, "index", None) or ".") / "catalogue.sqlite")
+        print(f"castfinder: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("castfinder: interrupted", file=sys.stderr)
         return 130

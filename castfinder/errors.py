@@ -48,3 +48,16 @@ class NameTakenError(CastfinderError):
     """A cluster name already given to another cluster."""
 
     http_status = 409
+
+
+class IndexDamagedError(CastfinderError):
+    """The catalogue of an index directory cannot be read (truncated, overwritten); FAISS files
+    are only checkpoints and are rebuilt instead of raising this."""
+
+    http_status = 500
+
+
+class IndexUnwritableError(CastfinderError):
+    """The index directory (or a file in it) cannot be written: permissions, read-only mount, full disk."""
+
+    http_status = 503

@@ -6,12 +6,16 @@ rebuilt. Ingest commits one batch at a time, so a killed ingest loses at most on
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
+
+from castfinder.errors import CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError
 
 # ids never come back after a delete (AUTOINCREMENT): FAISS ids, the vector map and thumbnail
 # caches all key on them
@@ -43,12 +47,75 @@ CREATE INDEX IF NOT EXISTS vectors_video ON vectors(video_id);
 """
 
 
+def storage_error(exc: sqlite3.Error, path: Path) -> CastfinderError:
+    """What an SQLite error on the catalogue means to the user, as one line."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in low or "busy" in low:
+            return IndexBusyError(f"{path}: the catalogue is locked by another process ({text}); try again")
+        if "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+            return IndexUnwritableError(f"{path.parent}: cannot write the index folder ({text}); check its permissions "
+                                        f"and free space, or use another --index")
+        if "disk i/o" in low or "full" in low:
+            return IndexUnwritableError(f"{path}: cannot write the catalogue ({text}); check the disk and free space")
+    return IndexDamagedError(f"index damaged: {path}: {text} (the catalogue cannot be rebuilt: restore the index "
+                             f"folder from a backup, or move it away and ingest the videos again)")
+
+
+def _check_length(path: Path) -> None:
+    """A truncated database reads fine until a query reaches a missing page: compare the file with
+    the size its header gives, so a cut-off catalogue is caught on open, before anything is written.
+    Only with no write-ahead log pending: a writer's checkpoint rewrites the header before the
+    pages after it, and a reader must not take that moment for damage."""
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return  # empty (a new index) or not SQLite at all: SQLite itself says which
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    # the page count is trusted only when written by a version that kept it (same change counter)
+    if pages and head[24:28] == head[92:96] and size < pages * page:
+        raise sqlite3.DatabaseError(f"truncated: {size} bytes of {pages * page}")
+
+
 class Catalogue:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writable: bool = True):
+        """writable=False: a reader, which still reads a folder it cannot write (a read-only mount)."""
         self.path = Path(path)
         self._local = threading.local()
-        self.conn.executescript(SCHEMA)
-        self._migrate()
+        self._uri: str | None = None  # set when the folder is read-only: the database is opened read-only
+        try:
+            if not writable and self.path.exists() and self.path.stat().st_size == 0:
+                raise sqlite3.DatabaseError("file is empty (0 bytes)")
+            _check_length(self.path)
+            try:
+                self.conn.executescript(SCHEMA)
+                self._migrate()
+            except sqlite3.OperationalError as exc:
+                if writable or not isinstance(storage_error(exc, self.path), IndexUnwritableError):
+                    raise
+                self._open_read_only()
+            self.conn.execute("SELECT COUNT(*) FROM videos").fetchone()
+        except sqlite3.Error as exc:
+            self.close()
+            raise storage_error(exc, self.path) from None
+
+    def _open_read_only(self) -> None:
+        """A reader in a folder it cannot write: SQLite cannot make its -shm file there. With no
+        pending write-ahead log the file alone is the database, and nothing can change it."""
+        self.close()
+        wal = Path(f"{self.path}-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        self._uri = f"file:{quote(str(self.path.resolve()))}?mode=ro" + ("" if pending else "&immutable=1")
 
     def _migrate(self) -> None:
         """Columns added after an index was first made."""
@@ -60,12 +127,23 @@ class Catalogue:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            if self._uri is not None:
+                conn = sqlite3.connect(self._uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+            else:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # --- videos -------------------------------------------------------------------------------
     def find_video(self, fingerprint: str):
@@ -196,6 +274,10 @@ class Catalogue:
             yield ids, vecs
             last = int(ids[-1])
 
+    def feature_count(self, feature: str, upto: int) -> int:
+        """Vectors of a feature with id <= upto (what a FAISS checkpoint holding ids up to `upto` must hold)."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM vectors WHERE feature=? AND id<=?", (feature, upto)).fetchone()[0])
+
     def feature_stats(self, feature: str) -> tuple[int, int]:
         row = self.conn.execute("SELECT COUNT(*), COALESCE(MAX(id), -1) FROM vectors WHERE feature=?", (feature,)).fetchone()
         return int(row[0]), int(row[1])
@@ -229,7 +311,11 @@ class Catalogue:
 
     def get_meta(self, key: str, default=None):
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        try:
+            return json.loads(row[0]) if row else default
+        except (TypeError, ValueError):
+            raise storage_error(sqlite3.DatabaseError(f"setting '{key}' is not JSON ({str(row[0])[:40]!r})"),
+                                self.path) from None
 
     def set_meta(self, key: str, value) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, json.dumps(value)))

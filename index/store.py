@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from castfinder.errors import IndexBusyError, InputError, NotFoundError
+from castfinder.errors import IndexBusyError, IndexUnwritableError, InputError, NotFoundError
 
-from .catalogue import Catalogue
+from .catalogue import Catalogue, storage_error
 from .vector_map import VectorMap
 from .vector_store import FeatureIndex
+
+log = logging.getLogger(__name__)
+
+
+def _unwritable(directory: Path, exc: OSError) -> IndexUnwritableError:
+    return IndexUnwritableError(f"{directory}: cannot write the index folder ({exc.strerror or exc}); check its "
+                                f"permissions and free space, or use another --index")
 
 
 class IndexStore:
@@ -22,20 +31,33 @@ class IndexStore:
         self.dir = Path(directory)
         if self.dir.exists() and not self.dir.is_dir():
             raise InputError(f"{self.dir}: exists and is not a directory")
-        if not writable and not (self.dir / "catalogue.sqlite").exists():
+        db = self.dir / "catalogue.sqlite"
+        if not writable and not db.exists():
             raise NotFoundError(f"{self.dir}: no index here (run `castfinder ingest SOURCE --index {self.dir}` first)")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "faiss").mkdir(exist_ok=True)
         self._lock_file = None
         self.writable = writable
         if writable:
-            self._take_writer_lock()
-        self.catalogue = Catalogue(self.dir / "catalogue.sqlite")
-        self.kind = kind if writable else self.catalogue.get_meta("index_kind", kind)
-        if writable:
-            self.catalogue.set_meta("index_kind", self.kind)
+            try:
+                (self.dir / "faiss").mkdir(parents=True, exist_ok=True)
+                self._take_writer_lock()
+            except OSError as exc:
+                raise _unwritable(self.dir, exc) from None
+        try:
+            if db.exists() and db.stat().st_size == 0 and any((self.dir / "faiss").glob("*.index")):
+                # SQLite would make a fresh empty catalogue of it: every video would be forgotten
+                raise storage_error(sqlite3.DatabaseError("empty (0 bytes) although faiss/ holds vectors"), db)
+            self.catalogue = Catalogue(db, writable=writable)
+            self.kind = kind if writable else self.catalogue.get_meta("index_kind", kind)
+            if writable and self.catalogue.get_meta("index_kind") != self.kind:  # no write unless it changes
+                self.catalogue.set_meta("index_kind", self.kind)
+        except BaseException:
+            self._release_writer_lock()
+            raise
         self.features: dict[str, FeatureIndex] = {}
         self._features_lock = threading.Lock()
+        # commit + FAISS add as one step: ids reach FAISS in commit order, which is what lets an add
+        # skip ids it already holds (two ingests of one service write through here)
+        self._write_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
         self.vector_map = VectorMap()
 
@@ -54,7 +76,8 @@ class IndexStore:
         self._lock_file = f
 
     def feature(self, name: str, dim: int | None = None) -> FeatureIndex:
-        """The FAISS index of a feature, reconciled with the catalogue on first use."""
+        """The FAISS index of a feature: its checkpoint, topped up from the catalogue on first use;
+        rebuilt from the catalogue when the file is damaged or disagrees with it."""
         with self._features_lock:
             if name in self.features:
                 return self.features[name]
@@ -68,20 +91,42 @@ class IndexStore:
                 self.catalogue.set_meta("feature_dims", dims)
             path = self.dir / "faiss" / f"{name}.index"
             index = FeatureIndex(path, dim, self.kind)
-            count, max_id = self.catalogue.feature_stats(name)
-            if index.max_id > max_id or index.ntotal > count:
-                # the file has vectors the catalogue lost (rolled back): rebuild from the catalogue
+            rebuild = False
+            if index.damage:
+                log.warning("%s: %s; rebuilding it from the catalogue", path, index.damage)
+                rebuild = True
+            elif index.max_id >= 0:
+                _, max_id = self.catalogue.feature_stats(name)
+                # the checkpoint must hold exactly the catalogue's vectors up to its highest id: more
+                # (rolled back, or deleted since the save) or fewer (repeated or lost) means rebuild
+                held = self.catalogue.feature_count(name, index.max_id)
+                if index.max_id > max_id or index.ntotal != held:
+                    log.info("%s: %d vectors up to id %d, the catalogue has %d; rebuilding it from the catalogue",
+                             path, index.ntotal, index.max_id, held)
+                    rebuild = True
+            if rebuild:
                 index = FeatureIndex(path, dim, self.kind, load=False)
             for ids, vecs in self.catalogue.vectors_after(name, index.max_id):
                 index.add(ids, vecs)
+            if rebuild and self.writable:
+                self._save(index)  # readers after us use the repaired checkpoint
             self.features[name] = index
             return index
+
+    def open_features(self) -> None:
+        """Open (and repair) every feature's FAISS index now: what can fail, fails before any change."""
+        for name in list(self.indexed_features()):
+            self.feature(name)
 
     def indexed_features(self) -> dict[str, int]:
         return self.catalogue.get_meta("feature_dims", {})
 
     def add_records(self, video_id: int, records: list) -> int:
         """Commit frames/faces/vectors to SQLite, then make them searchable in FAISS."""
+        with self._write_lock:
+            return self._add_records(video_id, records)
+
+    def _add_records(self, video_id: int, records: list) -> int:
         rows = self.catalogue.add_frames(video_id, records)
         by_feature: dict[str, tuple[list, list]] = {}
         for feature, vid, vec in rows:
@@ -110,8 +155,16 @@ class IndexStore:
     def checkpoint(self, force: bool = False, every_s: float = 10.0) -> None:
         if force or time.monotonic() - self._last_checkpoint >= every_s:
             for index in list(self.features.values()):
-                index.save()
+                self._save(index)
             self._last_checkpoint = time.monotonic()
+
+    def _save(self, index: FeatureIndex) -> None:
+        # a checkpoint only saves rebuilding time: failing to write one must not fail an ingest
+        try:
+            index.save()
+        except (OSError, RuntimeError) as exc:
+            log.warning("%s: checkpoint not saved (%s); it is rebuilt from the catalogue when next opened",
+                        index.path, getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200])
 
     def refresh(self) -> None:
         """Readers in another process: pick up vectors committed since the last look."""
@@ -119,9 +172,13 @@ class IndexStore:
             for ids, vecs in self.catalogue.vectors_after(name, index.max_id):
                 index.add(ids, vecs)
 
-    def close(self) -> None:
+    def _release_writer_lock(self) -> None:
         if self._lock_file is not None:
-            self.checkpoint(force=True)
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+    def close(self) -> None:
+        if self._lock_file is not None:
+            self.checkpoint(force=True)
+            self._release_writer_lock()

@@ -2,12 +2,14 @@
 
 The SQLite catalogue is the source of truth (it holds every vector); the FAISS file is a cache
 saved at checkpoints. On open, vectors the file lacks (a killed ingest) are appended from the
-catalogue, and a file with ids the catalogue lacks is rebuilt, so nothing is lost or doubled."""
+catalogue, and a file with ids the catalogue lacks is rebuilt, so nothing is lost or doubled.
+Catalogue ids only grow, so adding is idempotent: ids up to the highest one held are skipped."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import threading
 from pathlib import Path
 
 import faiss
@@ -18,6 +20,8 @@ from .rwlock import RWLock
 ADD_CHUNK = 256  # vectors per write-lock hold: searches wait at most one chunk
 IVF_TRAIN_AT = 20_000  # ivf: exact search until this many vectors, then train the coarse quantizer once
 IVF_NPROBE = 16
+
+log = logging.getLogger(__name__)
 
 
 def _new_index(dim: int, kind: str) -> faiss.Index:
@@ -33,36 +37,57 @@ def _new_index(dim: int, kind: str) -> faiss.Index:
 
 class FeatureIndex:
     def __init__(self, path: Path, dim: int, kind: str = "flat", load: bool = True):
-        """load=False starts empty even if a file exists (it is overwritten at the next save)."""
+        """load=False starts empty even if a file exists (it is overwritten at the next save).
+        A file that cannot be used (damaged, another dimension, repeated ids) also starts empty:
+        `damage` says why, and the caller refills it from the catalogue."""
         self.path = Path(path)
         self.dim, self.kind = dim, kind
         self.lock = RWLock()
+        self._add_lock = threading.Lock()  # the max_id check and the add are one step (two adders never double)
         self.max_id = -1
+        self.damage: str | None = None
+        self.index = _new_index(dim, kind)
         if load and self.path.exists():
-            self.index = faiss.read_index(str(self.path))  # already the concrete class (a downcast proxy would not own it)
-            if isinstance(self.index, faiss.IndexIVF):
-                self.index.nprobe = IVF_NPROBE
-            meta = json.loads(self.path.with_suffix(".json").read_text()) if self.path.with_suffix(".json").exists() else {}
-            self.max_id = int(meta.get("max_id", -1))
-            if self.index.d != dim or meta.get("ntotal", -1) != self.index.ntotal:
-                self.index, self.max_id = _new_index(dim, kind), -1
-        else:
-            self.index = _new_index(dim, kind)
+            try:
+                index = faiss.read_index(str(self.path))  # already the concrete class (a downcast proxy would not own it)
+            except (RuntimeError, MemoryError) as exc:  # truncated or junk: FAISS raises from C++
+                log.debug("%s: %s", self.path, exc)
+                self.damage = "not a readable FAISS index (truncated or overwritten?)"
+                return
+            ids = _ids_of(index)
+            if index.d != dim:
+                self.damage = f"dimension {index.d}, expected {dim}"
+            elif ids is None or len(ids) != index.ntotal:
+                self.damage = f"unexpected index type {type(index).__name__}"
+            elif len(ids) and len(np.unique(ids)) != len(ids):
+                self.damage = f"{len(ids) - len(np.unique(ids))} repeated ids"
+            else:
+                self.index = index
+                if isinstance(index, faiss.IndexIVF):
+                    index.nprobe = IVF_NPROBE
+                self.max_id = int(ids.max()) if len(ids) else -1
 
     @property
     def ntotal(self) -> int:
         return self.index.ntotal
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> int:
+        """Add the vectors whose ids are past the highest one held (the others are here already:
+        a catch-up from the catalogue may have brought them). Returns how many were added."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        for i in range(0, len(ids), ADD_CHUNK):
-            with self.lock.write():
-                self.index.add_with_ids(vectors[i:i + ADD_CHUNK], ids[i:i + ADD_CHUNK])
-        if len(ids):
-            self.max_id = max(self.max_id, int(ids.max()))
-        if self.kind == "ivf" and not self.is_trained_ivf and self.index.ntotal >= IVF_TRAIN_AT:
-            self._convert_to_ivf()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        with self._add_lock:
+            new = ids > self.max_id
+            if not new.all():
+                ids, vectors = ids[new], np.ascontiguousarray(vectors[new])
+            for i in range(0, len(ids), ADD_CHUNK):
+                with self.lock.write():
+                    self.index.add_with_ids(vectors[i:i + ADD_CHUNK], ids[i:i + ADD_CHUNK])
+            if len(ids):
+                self.max_id = max(self.max_id, int(ids.max()))
+            if self.kind == "ivf" and not self.is_trained_ivf and self.index.ntotal >= IVF_TRAIN_AT:
+                self._convert_to_ivf()
+        return len(ids)
 
     @property
     def is_trained_ivf(self) -> bool:
@@ -84,13 +109,13 @@ class FeatureIndex:
         new.train(vectors)
         new.nprobe = IVF_NPROBE
         new.add_with_ids(vectors, ids)
-        with self.lock.write():  # adds come from this (the writer) thread only, so nothing arrived meanwhile
+        with self.lock.write():  # called under the add lock, so nothing arrived meanwhile
             self.index = new
 
     def remove(self, ids: np.ndarray) -> None:
         if self.kind == "hnsw":  # HNSW cannot remove: the caller rebuilds from the catalogue
             raise NotImplementedError
-        with self.lock.write():
+        with self._add_lock, self.lock.write():  # not while an IVF conversion copies the vectors
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +128,22 @@ class FeatureIndex:
         return scores, ids
 
     def save(self) -> None:
+        """Write the checkpoint atomically (a reader or a crash sees the old file or the new one).
+        Its ids come from the index itself: no sidecar file can disagree with it."""
         tmp = self.path.with_suffix(".tmp")
-        with self.lock.read():  # writing the file reads the index: fine alongside searches
+        with self._add_lock, self.lock.read():  # reading the index is fine alongside searches
             faiss.write_index(self.index, str(tmp))
-            meta = {"ntotal": int(self.index.ntotal), "max_id": self.max_id, "dim": self.dim, "kind": self.kind}
         os.replace(tmp, self.path)
-        self.path.with_suffix(".json").write_text(json.dumps(meta))
+        self.path.with_suffix(".json").unlink(missing_ok=True)  # older versions kept ntotal/max_id there
+
+
+def _ids_of(index: faiss.Index) -> np.ndarray | None:
+    """The ids an index holds (IDMap over flat/HNSW, or an IVF keeping them in its lists)."""
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    if isinstance(index, faiss.IndexIVF):
+        lists = index.invlists
+        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                 for i in range(index.nlist) if lists.list_size(i)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return None

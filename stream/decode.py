@@ -70,11 +70,13 @@ def small_bgr(frame: "av.VideoFrame", width: int, height: int) -> np.ndarray:
     which is several times cheaper than asking swscale for a scaled RGB frame."""
     if frame.format.name in ("yuv420p", "yuvj420p") and frame.width % 2 == 0 and frame.height % 2 == 0:
         import cv2
-        yuv = frame.to_ndarray()
+        # planes by offset, not by row: a chroma plane fills whole rows only when the height is a multiple of 4
+        yuv = frame.to_ndarray().reshape(-1)
         H, W = frame.height, frame.width
-        y = yuv[:H]
-        u = yuv[H:H + H // 4].reshape(H // 2, W // 2)
-        v = yuv[H + H // 4:].reshape(H // 2, W // 2)
+        q = (H // 2) * (W // 2)
+        y = yuv[:H * W].reshape(H, W)
+        u = yuv[H * W:H * W + q].reshape(H // 2, W // 2)
+        v = yuv[H * W + q:H * W + 2 * q].reshape(H // 2, W // 2)
         out = np.empty((height * 3 // 2, width), np.uint8)
         out[:height] = cv2.resize(y, (width, height), interpolation=cv2.INTER_AREA)
         out[height:height + height // 4] = cv2.resize(u, (width // 2, height // 2), interpolation=cv2.INTER_AREA).reshape(height // 4, width)
@@ -86,6 +88,7 @@ def small_bgr(frame: "av.VideoFrame", width: int, height: int) -> np.ndarray:
 @dataclass
 class DecodeStats:
     frames: int = 0
+    last_time_s: float | None = None   # time of the last frame decoded (a file that ends early stops short)
     damaged_packets: int = 0
     damaged_spans: list[tuple[float, float]] = field(default_factory=list)
 
@@ -131,22 +134,31 @@ class VideoDecoder:
         if live and source != "-":
             # network sources: fail fast instead of hanging on an unreachable host
             options = {"rw_timeout": str(int(open_timeout_s * 1e6)), "timeout": str(int(open_timeout_s * 1e6))}
+        t_open = time.monotonic()
         try:
             if source == "-":
                 import sys
                 self.container = av.open(sys.stdin.buffer, mode="r")
             else:
                 self.container = av.open(target, mode="r", options=options, timeout=open_timeout_s if live else None)
-        except av.error.FileNotFoundError:
-            raise InputError(f"{source}: no such file or unreachable address") from None
-        except av.error.InvalidDataError:
-            raise InputError(f"{source}: not a video file, or damaged beyond reading (no container found)") from None
-        except (av.error.FFmpegError, OSError) as exc:  # connection refused, timeouts, HTTP errors
-            raise InputError(f"{source}: cannot open ({_reason(exc)})") from None
+        except (av.error.FFmpegError, OSError) as exc:
+            # a server that accepts and never answers ends in whatever error the protocol gives up with
+            # ("no container found" for RTSP): past the timeout, that is what it was
+            if live and source != "-" and (isinstance(exc, av.error.ExitError)
+                                          or time.monotonic() - t_open >= 0.9 * open_timeout_s):
+                raise InputError(f"{source}: timed out after {open_timeout_s:g} s (the server accepted the "
+                                 f"connection but sent no video)") from None
+            if isinstance(exc, av.error.FileNotFoundError):
+                raise InputError(f"{source}: no such file or unreachable address") from None
+            if isinstance(exc, av.error.InvalidDataError):
+                raise InputError(f"{source}: not a video file, or damaged beyond reading (no container found)") from None
+            raise InputError(f"{source}: cannot open ({_reason(exc)})") from None  # refused, HTTP errors
         if not self.container.streams.video:
+            kinds = sorted({s.type for s in self.container.streams})  # before closing: closed, it lists none
             self.container.close()
-            kinds = ", ".join(sorted({s.type for s in self.container.streams})) or "nothing"
-            raise InputError(f"{source}: has no video stream (contains {kinds})")
+            what = ("no streams at all" if not kinds else "audio only" if kinds == ["audio"]
+                    else f"only {', '.join(kinds)}")
+            raise InputError(f"{source}: no video stream ({what})")
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = "AUTO"   # frame + slice threading in the codec
         ctx = self.stream.codec_context
@@ -232,6 +244,7 @@ class VideoDecoder:
                 small = small_bgr(frame, *self.small_size)
                 last_time = t
                 self.stats.frames += 1
+                self.stats.last_time_s = t
                 yield VideoFrame(index, t, small, frame, (self.width, self.height))
                 index += 1
         if bad_since is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 
 from castfinder.config import CastConfig, IngestConfig
 from castfinder.errors import CastfinderError
+from index.catalogue import storage_error
 from index.store import IndexStore
 from models.mtcnn_detector import MTCNNDetector
 from models.registry import make_face_embedder, make_frame_embedder
@@ -71,6 +73,7 @@ class IngestResult:
     indexed_until_s: float = 0.0
     wall_s: float = 0.0
     damaged_spans: list = field(default_factory=list)
+    warning: str | None = None   # done, but e.g. the file ended early
 
     @property
     def realtime_factor(self) -> float:
@@ -147,7 +150,9 @@ class IngestJob:
         self.t_started = time.time()
 
     def stop(self) -> None:
-        """Stop cleanly: the current shot is closed, everything flushed and saved."""
+        """Stop cleanly: every closed shot is flushed and saved. A file's open shot stays open (not
+        cut short at the stop time), so the next ingest of the file redoes it exactly; a live
+        source cannot be resumed, so its open shot is closed."""
         self.stop_event.set()
         self.decoder.stop()
 
@@ -162,6 +167,8 @@ class IngestJob:
         cat = self.store.catalogue
         fp = fingerprint(self.source)
         row = cat.find_video(fp)
+        if row is not None and (self.force or row["status"] != "done"):
+            self.store.open_features()  # a FAISS file that cannot be opened or rebuilt fails before any delete
         if row is not None and self.force:
             self.store.remove_vectors(cat.delete_video(row["id"]))
             row = None
@@ -244,7 +251,10 @@ class IngestJob:
                     while out.full() and not self.stop_event.is_set():
                         time.sleep(0.005)
                     pending_since = time.monotonic()  # waiting for the detector is not waiting for frames
-            handle(seg.flush())
+            if not (self.stop_event.is_set() and not self.info.is_live):
+                handle(seg.flush())  # the end (or a stopped live source): close the open shot
+            # a stopped file: the frames still in the segmenter belong to the open shot, which is not
+            # closed at the stop time (a false cut); resuming redoes it from its start
             flush_pending()
         except BaseException as exc:
             self.error = exc
@@ -386,18 +396,32 @@ class IngestJob:
         else:
             status = "done"
         indexed_until = self._indexed_until
+        note = str(self.error)[:500] if self.error is not None else self._ended_early(status)
         cat.update_video(self.video_id, status=status, indexed_until_s=indexed_until,
                          frames_decoded=stats.frames, frames_sampled=self.sampled, frames_dropped=self.dropped,
-                         damaged_packets=stats.damaged_packets, damaged_spans=stats.damaged_spans,
-                         error=None if self.error is None else str(self.error)[:500])
+                         damaged_packets=stats.damaged_packets, damaged_spans=stats.damaged_spans, error=note)
         self.store.checkpoint(force=True)
         self.status = status
         self.result = self._summary(reused=False, wall=wall)
         if self.error is not None:
             if isinstance(self.error, CastfinderError):
                 raise self.error
+            if isinstance(self.error, sqlite3.Error):  # the catalogue failed (damaged, disk full, read-only)
+                raise storage_error(self.error, cat.path) from self.error
             raise RuntimeError(f"ingest failed: {self.error}") from self.error
         return self.result
+
+    def _ended_early(self, status: str) -> str | None:
+        """A file whose frames stop well before the duration its header gives (truncated, or
+        unreadable from there on): it is done, but not all of it was there to index."""
+        end, duration = self.decoder.stats.last_time_s, self.info.duration_s
+        if status != "done" or self.info.is_live or not duration or end is None:
+            return None
+        end += 1.0 / self.info.fps
+        if end >= duration - max(1.0, 3.0 / self.info.fps):
+            return None
+        log.info("%s: file ended early at %.1f s of %.1f s", self.source, end, duration)
+        return f"file ended early at {end:.1f} s of {duration:.1f} s (truncated?)"
 
     def _take_records(self, records: list) -> None:
         if not records:
@@ -455,4 +479,5 @@ class IngestJob:
         import json
         return IngestResult(self.video_id, row["status"], reused, counts["shots"], counts["frames"], counts["faces"],
                             counts["vectors"], row["frames_decoded"], row["frames_sampled"], row["frames_dropped"],
-                            row["indexed_until_s"] or 0.0, wall, json.loads(row["damaged_spans"] or "[]"))
+                            row["indexed_until_s"] or 0.0, wall, json.loads(row["damaged_spans"] or "[]"),
+                            row["error"] if row["status"] == "done" else None)
