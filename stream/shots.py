@@ -1,18 +1,20 @@
-"""Shot boundaries on the fly: PySceneDetect detectors fed frame by frame.
+"""Shot boundaries on the fly: PySceneDetect detectors, or castfinder's own cut detector
+(stream/cut_detect.py: hard cuts, flashes, cross-fades, dips; kind "hybrid"), fed frame by frame.
 
-Detectors report a cut a few frames after it happens (flash filter, adaptive window), so frames
-wait in a short buffer until no later cut can move them into another shot."""
+Detectors report a cut a few frames after it happens (flash filter, adaptive window, fade
+look-ahead), so frames wait in a short buffer until no later cut can move them into another shot."""
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
 from castfinder.errors import InputError
 
+from .cut_detect import CutDetector, CutParams
 from .decode import VideoFrame
 
 
@@ -39,22 +41,46 @@ class ShotClosed:
 ShotEvent = Union[FrameInShot, ShotClosed]
 
 
-def make_detector(kind: str, fps: float, threshold: float, min_len_s: float):
+class _HybridDetector:
+    """CutDetector behind PySceneDetect's process_frame/post_process calls (cuts as frame numbers)."""
+
+    def __init__(self, fps: float, params: CutParams):
+        self.cuts = CutDetector(fps, params)
+        self.first: int | None = None   # the stream's first frame number (a resumed ingest starts later)
+
+    def process_frame(self, timecode: FrameTimecode, image) -> list[int]:
+        if self.first is None:
+            self.first = int(timecode.frame_num)
+        return [self.first + c for c in self.cuts.push(image)]
+
+    def post_process(self, timecode: FrameTimecode) -> list[int]:
+        return [self.first + c for c in self.cuts.flush()] if self.first is not None else []
+
+
+def make_detector(kind: str, fps: float, threshold: float, min_len_s: float, params: CutParams | None = None):
     min_len = max(1, int(round(min_len_s * fps)))
     if kind == "content":
         return ContentDetector(threshold=threshold, min_scene_len=min_len), min_len + 2
     if kind == "adaptive":
         return AdaptiveDetector(adaptive_threshold=threshold, min_scene_len=min_len, window_width=2), min_len + 6
-    raise InputError(f"unknown shot detector '{kind}' (known: content, adaptive)")
+    if kind == "hybrid":
+        # threshold on the content detector's scale, so a preset can switch kinds: 20 keeps
+        # CutParams' own thresholds, lower finds more cuts
+        base = params or CutParams()
+        scale = threshold / 20.0
+        params = replace(base, min_len_s=min_len_s, hard_min=base.hard_min * scale, fade_min=base.fade_min * scale)
+        det = _HybridDetector(fps, params)
+        return det, det.cuts.lag + 1
+    raise InputError(f"unknown shot detector '{kind}' (known: content, adaptive, hybrid)")
 
 
 class ShotSegmenter:
     """Assigns each frame to a shot and emits ShotClosed when the next cut (or the end) arrives."""
 
     def __init__(self, fps: float, kind: str = "content", threshold: float = 27.0,
-                 min_len_s: float = 0.5, first_shot: int = 0):
-        self.fps = fps
-        self.detector, self.lag = make_detector(kind, fps, threshold, min_len_s)
+                 min_len_s: float = 0.5, first_shot: int = 0, cut_params: CutParams | None = None):
+        self.fps = fps = float(fps)   # FrameTimecode refuses an int rate
+        self.detector, self.lag = make_detector(kind, fps, threshold, min_len_s, cut_params)
         self.buffer: deque[VideoFrame] = deque()
         self.pending_cuts: deque[int] = deque()
         self.shot_index = first_shot
@@ -68,7 +94,7 @@ class ShotSegmenter:
     def push(self, frame: VideoFrame) -> list[ShotEvent]:
         cuts = self.detector.process_frame(self._timecode(frame), frame.small)
         for cut in cuts or ():
-            self.pending_cuts.append(int(cut.frame_num))
+            self.pending_cuts.append(int(getattr(cut, "frame_num", cut)))
         self.buffer.append(frame)
         events: list[ShotEvent] = []
         while len(self.buffer) > self.lag:
@@ -103,7 +129,7 @@ class ShotSegmenter:
         if self.buffer:
             try:
                 for cut in self.detector.post_process(self._timecode(self.buffer[-1])) or ():
-                    self.pending_cuts.append(int(cut.frame_num))
+                    self.pending_cuts.append(int(getattr(cut, "frame_num", cut)))
             except Exception:  # post_process is optional polish; a failure must not lose frames
                 pass
         events: list[ShotEvent] = []
