@@ -3,6 +3,11 @@ sequential loop (decode → sample → dedup → detect → embed → index, one
 models), measured in one run so the ratio is fair on a noisy machine.
 
     python benchmarks/bench_ingest.py [--clip friends] [--repeat 1]
+    python benchmarks/bench_ingest.py --vs-before [--repeat 2]   # today's default vs the previous one
+
+--vs-before ingests the 360p dev clips with the previous default's settings (no small-face pass,
+no flip-averaging, the content-only cut detector) and with today's, interleaved (A B A B ...) in
+one process with the same models, so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -89,11 +94,45 @@ def stage_throughput() -> dict:
     return out
 
 
+# what the default preset was before the small-face pass, flip-averaging and the new cut detector
+BEFORE = {"small_face_px": 0, "face_flip": False, "shot_detector": "content", "shot_threshold": 20.0,
+          "shot_min_len_s": 0.5}
+CLIPS_360P = ["friends", "herapheri", "testvideo"]
+
+
+def vs_before(config: str, repeat: int) -> None:
+    import dataclasses
+    now = load_config(config).ingest
+    before = dataclasses.replace(now, **{k: v for k, v in BEFORE.items() if hasattr(now, k)})
+    models = {"before": Models(before), "now": Models(now)}
+    cfgs = {"before": before, "now": now}
+    run_pipeline(str(DATA / "avenger2" / "video.mp4"), now, models["now"])  # warm-up
+    totals = {k: {"video_s": 0.0, "wall_s": 0.0, "faces": 0} for k in cfgs}
+    rows = []
+    for r in range(repeat):
+        for clip in CLIPS_360P:
+            for key in (("before", "now") if r % 2 == 0 else ("now", "before")):
+                res = run_pipeline(str(DATA / clip / "video.mp4"), cfgs[key], models[key])
+                for k in ("video_s", "wall_s", "faces"):
+                    totals[key][k] += res[k]
+                rows.append({"run": r, "clip": clip, "preset": key, **{k: round(v, 3) for k, v in res.items()}})
+                print(f"run {r} {clip:10s} {key:6s} {res['rtf']:.2f}x real time, {res['faces']} faces", flush=True)
+    rtf = {k: t["video_s"] / t["wall_s"] for k, t in totals.items()}
+    print(json.dumps({"runs": rows, "totals": totals}, indent=1))
+    print(f"\n360p dev clips ({', '.join(CLIPS_360P)}), {repeat} run(s) each: before {rtf['before']:.2f}x, "
+          f"now {rtf['now']:.2f}x real time; now / before = {rtf['now'] / rtf['before']:.2f} "
+          f"(faces {totals['before']['faces']} -> {totals['now']['faces']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clip", default="friends")
     ap.add_argument("--config", default="default")
+    ap.add_argument("--vs-before", action="store_true", help="today's default vs the previous default, side by side")
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    if args.vs_before:
+        return vs_before(args.config, args.repeat)
     cfg = load_config(args.config).ingest
     src = str(DATA / args.clip / "video.mp4")
     models = Models(cfg)

@@ -75,6 +75,8 @@ class QueryConfig:
     fusion: str = "max"
     use_both: bool = False             # face and frame features for every photo
     limit: int = 50                    # shots returned by a query unless asked otherwise (0 = all)
+    lenient_photos: bool = True        # a photo without a face at the usual settings gets a padded, enlarged, lenient look
+    scene_tail: bool = True            # after the face hits: faceless shots that look like the best one (frame features)
     track_weight: float = 0.5          # a shot's score: this much from its best face track, the rest from its best face
 
 

@@ -62,6 +62,7 @@ class Evaluator:
         self._models: dict[str, object] = {}
         self._vectors: dict[tuple, list] = {}
         self._tracks: dict[tuple, object] = {}
+        self.ingested: dict[tuple, object] = {}
 
     # --- indexes and models ---------------------------------------------------------------------
     def index_dir(self, cfg: Config, clip: Clip) -> Path:
@@ -88,6 +89,7 @@ class Evaluator:
             result = IngestJob(str(clip.video), store, cfg.ingest, self.models(cfg), cast=cfg.cast).run()
         finally:
             store.close()
+        self.ingested[(str(directory), clip.name)] = result
         if not result.reused:
             self.log(f"  ingested {clip.name}: {result.shots} shots, {result.faces} faces "
                      f"({result.realtime_factor:.2f}x real time, {time.monotonic() - t0:.0f} s)")
@@ -97,13 +99,15 @@ class Evaluator:
     def photo_vectors(self, cfg: Config, clip: Clip, character: str, face: str | None, frame: str | None):
         from index.search import photo_vectors
         from models.photo import load_photo
-        key = (clip.name, character, face, frame, cfg.query.use_both, tuple(cfg.ingest.mtcnn_thresholds), cfg.ingest.face_flip)
+        key = (clip.name, character, face, frame, cfg.query.use_both, tuple(cfg.ingest.mtcnn_thresholds), cfg.ingest.face_flip,
+               cfg.query.lenient_photos)
         if key not in self._vectors:
             m = self.models(cfg)
             fe = next((e for e in m.face if e.name == face), None)
             fr = next((e for e in m.frame if e.name == frame), None)
             photos = [(str(p), load_photo(p)) for p in clip.characters[character]]
-            self._vectors[key] = photo_vectors(photos, m.detector, fe, fr, use_both=cfg.query.use_both)
+            self._vectors[key] = photo_vectors(photos, m.detector, fe, fr, use_both=cfg.query.use_both,
+                                               lenient=cfg.query.lenient_photos)
         return self._vectors[key]
 
     def _track_vectors(self, store, vectors):
@@ -118,12 +122,13 @@ class Evaluator:
         return self._tracks[key]
 
     def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None,
-               track_weight: float = 0.0) -> list[int]:
+               track_weight: float = 0.0, scene_feature: str | None = None) -> list[int]:
         from index.search import search_shots
         if expand_with is not None:
             vectors = expand_with.expand(vectors, video_id)
         hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id,
-                            tracks=self._track_vectors(store, vectors), track_weight=track_weight)
+                            tracks=self._track_vectors(store, vectors), track_weight=track_weight,
+                            scene_feature=scene_feature)
         return map_to_true(clip.truth, [(h.start_s, h.end_s) for h in hits])
 
     def run_config(self, cfg: Config, fusion: str | None = None, top_k: int | None = None, face: str | None = "",
@@ -135,6 +140,7 @@ class Evaluator:
         tw = cfg.query.track_weight if track_weight is None else track_weight
         face = cfg.ingest.face_embedders[0] if face == "" and cfg.ingest.face_embedders else (face or None)
         frame = cfg.ingest.frame_embedders[0] if frame == "" and cfg.ingest.frame_embedders else (frame or None)
+        scene = (frame or (cfg.ingest.frame_embedders or [None])[0]) if cfg.query.scene_tail else None
         rankings, relevants, aps = {}, {}, {}
         for clip in self.clips:
             if not clip.characters:
@@ -150,7 +156,7 @@ class Evaluator:
                 relevants[q] = relevant_shots(clip.truth, character)
                 vectors = self.photo_vectors(cfg, clip, character, face, frame)
                 if photos_per_query is None:
-                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine, tw)
+                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine, tw, scene)
                     aps[q] = average_precision(rankings[q], relevants[q])
                     continue
                 photos = sorted({v.photo for v in vectors})
@@ -161,7 +167,7 @@ class Evaluator:
                 scores = []
                 for subset in subsets[:10]:
                     sub = [v for v in vectors if v.photo in subset]
-                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine, tw), relevants[q]))
+                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine, tw, scene), relevants[q]))
                 aps[q] = float(np.mean(scores))
         return {"rankings": rankings, "relevants": relevants, "ap": aps,
                 "map": float(np.mean(list(aps.values()))) if aps else 0.0}
@@ -176,6 +182,36 @@ class Evaluator:
             p, r = cut_precision_recall(pred, true)
             rows.append({"clip": clip.name, "true_cuts": len(true), "found_cuts": len(pred),
                          "precision": round(p, 3), "recall": round(r, 3)})
+        return rows
+
+    def cast_f1(self, cfg: Config, clip: Clip, store, vid) -> dict:
+        """Cast F1 of the clip's characters with photos (index/cast_eval.py), on the batch clusters."""
+        from index.cast_eval import cast_f1
+        from index.evaluation import true_shot_at
+
+        from .querying import QueryEngine
+        clusters = QueryEngine(store, cfg).cast().current(vid)
+        spans = {s["idx"]: (s["start_s"], s["end_s"]) for s in store.catalogue.shots(vid)}
+        true_of = {k: {t for t in (true_shot_at(clip.truth, (spans[x][0] + spans[x][1]) / 2) for x in c["shots"]
+                               if x in spans) if t is not None} for k, c in enumerate(clusters)}
+        return cast_f1(clip.truth, list(clip.characters), true_of)
+
+    def clip_rows(self, cfg: Config, res: dict) -> list[dict]:
+        """Per clip: MAP, faces found, shots, real-time factor of its ingest, cast F1."""
+        rows = []
+        for clip in self.clips:
+            store, vid = self.ingest(cfg, clip)
+            row, counts = store.catalogue.video(vid), store.catalogue.counts(vid)
+            wall = (row["updated_at"] or 0) - (row["created_at"] or 0)  # also right for an index reused from an earlier run
+            aps = [v for q, v in res["ap"].items() if q.split("/")[0] == clip.name]
+            out = {"clip": clip.name, "map": round(float(np.mean(aps)), 4) if aps else None, "queries": len(aps),
+                   "faces": counts["faces"], "shots": counts["shots"],
+                   "realtime_factor": round((row["indexed_until_s"] or 0) / wall, 2) if wall > 0 else None}
+            if clip.characters and cfg.cast.enabled:
+                cast = self.cast_f1(cfg, clip, store, vid)
+                per = {ch: v["f1"] for ch, v in cast["per_character"].items()}
+                out |= {"cast_f1": cast["cast_f1"], "clusters": cast["n_clusters"], "cast_f1_per_character": per}
+            rows.append(out)
         return rows
 
     def ablation(self, base: Config) -> list[dict]:
@@ -195,6 +231,16 @@ class Evaluator:
         for fusion in ("max", "frequency", "rrf"):
             if fusion != base.query.fusion:
                 rows.append((f"fusion: {fusion}", {}, {"fusion": fusion}))
+        # the identity pieces (issue 13), each switched off alone
+        rows.append(("small faces: off (no fine pyramid levels)", {"small_face_px": 0}, {}))
+        rows.append(("small faces: fine levels on every frame (no probing)", {"small_face_probe_every": 1}, {}))
+        rows.append(("flip-averaged face vectors: off", {"face_flip": False}, {}))
+        rows.append(("cut detector: content only, 0.5 s shots (before)",
+                     {"shot_detector": "content", "shot_threshold": 20.0, "shot_min_len_s": 0.5}, {}))
+        rows.append(("lenient reading of query photos: off", {}, {"query": {"lenient_photos": False}}))
+        rows.append(("scene tail: off (faceless shots not ranked)", {}, {"query": {"scene_tail": False}}))
+        rows.append(("track blending: off (best face only)", {}, {"track_weight": 0.0}))
+        rows.append(("track blending: tracks only", {}, {"track_weight": 1.0}))
         rows.append(("query expansion through the cast (--expand)", {}, {"expand": True}))
         rows.append(("query expansion, one photo per query", {}, {"expand": True, "photos_per_query": 1}))
         rows.append((f"top-k: {500 if base.query.top_k != 500 else 5000}", {},
@@ -202,6 +248,11 @@ class Evaluator:
         out = []
         for label, ingest_changes, query_changes in rows:
             cfg = dataclasses.replace(base, ingest=dataclasses.replace(base.ingest, **ingest_changes))
+            query_changes = dict(query_changes)
+            if "query" in query_changes:
+                cfg = dataclasses.replace(cfg, query=dataclasses.replace(cfg.query, **query_changes.pop("query")))
+            if ingest_changes and all(getattr(base.ingest, k) == v for k, v in ingest_changes.items()):
+                continue  # the preset already has it
             try:
                 self.log(f"ablation: {label}")
                 res = self.run_config(cfg, **query_changes)
@@ -233,6 +284,7 @@ def run_eval(data: str, configs: list[str], out: str, clips: list[str] | None = 
         for q, ap in res["ap"].items():  # the README rule's AP, checked against ranx's
             metrics["per_query"][q]["ap"] = round(ap, 4)
         entry = {"map": round(res["map"], 4), "metrics": metrics, "shots": ev.shot_boundaries(cfg),
+                 "clips": ev.clip_rows(cfg, res),
                  "rankings": res["rankings"], "relevant": {q: sorted(s) for q, s in res["relevants"].items()}}
         curves = {q: interpolated_pr(res["rankings"][q], res["relevants"][q]) for q in res["rankings"]}
         entry["pr_curves"] = plots.pr_curves(curves, ev.out / cfg.name, title=f"preset {cfg.name}")
@@ -259,6 +311,18 @@ def markdown(report: dict) -> str:
         lines.append(f"| {n} | {report['presets'][n]['map']:.3f} | "
                      + " | ".join(f"{o.get(f'precision@{k}', 0):.3f}" for k in KS) + " | "
                      + " | ".join(f"{o.get(f'recall@{k}', 0):.3f}" for k in KS) + " |")
+    for n in names:
+        rows = report["presets"][n].get("clips") or []
+        if rows:
+            lines += ["", f"## Per clip ({n})", "", "| clip | MAP | queries | faces | shots | real-time factor | cast F1 | clusters |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in rows:
+                f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
+                lines.append(f"| {r['clip']} | {f(r['map'])} | {r['queries']} | {r['faces']} | {r['shots']} | "
+                             f"{f(r['realtime_factor'], 2)} | {f(r.get('cast_f1'))} | {f(r.get('clusters'))} |")
+            cf = [v for r in rows for v in (r.get("cast_f1_per_character") or {}).values()]
+            if cf:  # cast F1 over all queried characters, as MAP is over all queries
+                lines.append(f"| all | {report['presets'][n]['map']:.3f} | | | | | {float(np.mean(cf)):.3f} | |")
     lines += ["", "## Per character (AP)", "", "| clip/character | " + " | ".join(names) + " |",
               "|---" * (1 + len(names)) + "|"]
     queries = list(report["presets"][names[0]]["metrics"]["per_query"])

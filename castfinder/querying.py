@@ -126,7 +126,8 @@ class QueryEngine:
                 if isinstance(image, bytes):
                     from models.photo import load_photo
                     image = load_photo(image, name)
-                cached = photo_vectors([(name, image)], self.detector, self.embedder(face), self.embedder(frame), use_both)
+                cached = photo_vectors([(name, image)], self.detector, self.embedder(face), self.embedder(frame), use_both,
+                                       lenient=self.cfg.query.lenient_photos)
                 if key:
                     with self._lock:
                         self._cache[key] = cached
@@ -195,6 +196,7 @@ class QueryEngine:
         limit = q.limit if limit is None else limit  # 0: every shot found (long films find thousands)
         hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id,
                             tracks=self.tracks(face), track_weight=q.track_weight,
+                            scene_feature=frame if q.scene_tail else None,
                             limit=limit or None)
         return result_doc(character, video_id, until, fusion, vectors, hits), hits
 

@@ -41,14 +41,15 @@ class ShotHit:
 
 
 def photo_vectors(photos: list[tuple[str, np.ndarray]], detector, face_embedder, frame_embedder,
-                  use_both: bool = False) -> list[QueryVector]:
+                  use_both: bool = False, lenient: bool = True) -> list[QueryVector]:
+    """lenient: a photo where the usual pass finds no face gets a second, harder look (models/photo.py)."""
     from models.photo import photo_face
 
     out = []
     for name, image in photos:
         face = None
         if face_embedder is not None:
-            face_image, face, n_faces, note = photo_face(detector, image)
+            face_image, face, n_faces, note = photo_face(detector, image, lenient)
         if face is not None:
             out.append(QueryVector(name, face_embedder.name, face_embedder.embed_faces(face_image, [face])[0], "face", note))
         if (face is None or use_both) and frame_embedder is not None:
@@ -86,11 +87,33 @@ def _blend_tracks(part, track_part, weight: float):
     return keys, blended, ids
 
 
+def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video_id: int | None):
+    """Shots that look like the best-scoring shot as whole frames (its frame vectors as queries):
+    the same set, light and clothes. Used only below every face hit, for shots where the character
+    shows no usable face (the back of a head, a face too small or dark to detect)."""
+    rows = store.catalogue.conn.execute(
+        "SELECT v.vec FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.feature=? AND v.face_id IS NULL"
+        " AND f.video_id=? AND f.shot_idx=?", (feature, top_key >> 32, top_key & 0xFFFFFFFF)).fetchall()
+    if not rows:
+        return None
+    index = store.feature(feature)
+    k = top_k if video_id is None else min(index.ntotal, top_k * 4)
+    scores, ids = index.search(np.stack([np.frombuffer(r[0], np.float32) for r in rows]), max(1, k))
+    parts = [_shot_scores(store, sc, i, video_id) for sc, i in zip(scores, ids)]
+    keys = np.concatenate([p[0] for p in parts])
+    order = np.argsort(-np.concatenate([p[1] for p in parts]), kind="stable")
+    keys, first = np.unique(keys[order], return_index=True)  # each shot's best similarity
+    best = order[first]
+    return keys, np.concatenate([p[1] for p in parts])[best], np.concatenate([p[2] for p in parts])[best]
+
+
 def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 5000, fusion: str = "max",
                  video_id: int | None = None, limit: int | None = None, tracks=None,
-                 track_weight: float = 0.0) -> list[ShotHit]:
+                 track_weight: float = 0.0, scene_feature: str | None = None) -> list[ShotHit]:
     """tracks: a TrackVectors of the face feature (synced by the caller); track_weight: how much of
-    a shot's score its best track gives (0: faces only)."""
+    a shot's score its best track gives (0: faces only). scene_feature: a frame feature; when a face
+    query found shots, the shots no face hit reached follow them, ranked by how alike their frames
+    are to the best shot's (scores below every face hit's)."""
     if not queries:
         raise InputError("no query vectors")
     store.vector_map.sync(store.catalogue)
@@ -117,6 +140,18 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
     all_ids = np.concatenate([p[2] for p in parts])
     all_q = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
     keys, fused = fuse_arrays(all_keys, all_scores, all_q, fusion)
+    if scene_feature and len(keys) and any(q.kind == "face" for q in queries):
+        tail = _scene_tail(store, int(keys[0]), scene_feature, top_k, video_id)
+        if tail is not None:
+            tk, ts, ti = tail
+            new = ~np.isin(tk, keys)
+            tk, ts, ti = tk[new], ts[new], ti[new]
+            order = np.argsort(-ts, kind="stable")
+            tk, ts, ti = tk[order], ts[order], ti[order]
+            tail_scores = float(np.min(fused)) - (1.0 - ts)  # below every face hit, in frame-similarity order
+            keys, fused = np.concatenate([keys, tk]), np.concatenate([fused, tail_scores])
+            all_keys, all_scores = np.concatenate([all_keys, tk]), np.concatenate([all_scores, tail_scores])
+            all_ids, all_q = np.concatenate([all_ids, ti]), np.concatenate([all_q, np.full(len(tk), -1)])
     if limit:
         keys, fused = keys[:limit], fused[:limit]
     # for the returned shots only: the best hit (its frame, its face) and which photos found them
@@ -127,7 +162,7 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
                               all_q[wanted].tolist()):
         if sc > best.get(k, (-np.inf, 0))[0]:
             best[k] = (sc, vid)
-        matched.setdefault(k, set()).add(queries[qi].photo)
+        matched.setdefault(k, set()).add(queries[qi].photo if qi >= 0 else "scene of the best shot")
     best_rows = store.catalogue.vector_rows([best[k][1] for k in keys.tolist()])
     shot_rows = store.catalogue.shot_spans([(k >> 32, k & 0xFFFFFFFF) for k in keys.tolist()])
     hits = []

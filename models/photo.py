@@ -71,12 +71,14 @@ def lenient_view(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def photo_face(detector: FaceDetector, image: np.ndarray) -> tuple[np.ndarray, Face | None, int, str]:
+def photo_face(detector: FaceDetector, image: np.ndarray, lenient: bool = True) -> tuple[np.ndarray, Face | None, int, str]:
     """(image the face is in, its largest face or None, faces found, how it was found). The face's box
     refers to the returned image, which is the padded, enlarged view when the second pass found it."""
     face, n = largest_face(detector, image)
     if face is not None:
         return image, face, n, "face" if n == 1 else f"{n} faces, used the largest"
+    if not lenient:
+        return image, None, 0, "no face found"
     view = lenient_view(image)
     faces = detector.detect([view], thresholds=LENIENT_THRESHOLDS, min_prob=LENIENT_MIN_PROB)[0]
     if not faces:
