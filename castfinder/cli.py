@@ -471,11 +471,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt_on_signals() -> None:
+    """Every command: Ctrl-C or SIGTERM interrupts it (KeyboardInterrupt, its clean-up runs), and if the
+    clean-up has not ended the process within STOP_GRACE_S, it ends anyway. `ingest` replaces this with
+    its own stop once its job runs; `serve` with uvicorn's."""
+    armed = threading.Event()
+
+    def on_signal(signum, frame):
+        if not armed.is_set():
+            armed.set()
+
+            def force_exit():
+                print(f"\ncastfinder: not stopped after {STOP_GRACE_S:g} s; exiting now", file=sys.stderr, flush=True)
+                os._exit(130)
+            timer = threading.Timer(STOP_GRACE_S, force_exit)
+            timer.daemon = True
+            timer.start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("libav").setLevel(logging.ERROR)
+    _interrupt_on_signals()
     try:
         return args.func(args)
     except CastfinderError as exc:

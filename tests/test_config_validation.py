@@ -254,3 +254,38 @@ def test_a_stop_that_hangs_is_cut_off(tmp_path, signals):
     assert proc.returncode == 130, err
     assert (took < 2 if signals == 2 else 2.5 < took < 10), took
     assert ("second signal" if signals == 2 else "not stopped after 3 s") in err and "Traceback" not in err
+
+
+ANY_COMMAND = """
+import sys, time
+import castfinder.cli as cli
+def stubborn(args):  # a clean-up that never ends: swallows every interrupt
+    print("RUNNING", flush=True)
+    while True:
+        try:
+            time.sleep(60)
+        except KeyboardInterrupt:
+            pass
+def plain(args):
+    print("RUNNING", flush=True)
+    time.sleep(600)
+cli.cmd_videos = {"stubborn": stubborn, "plain": plain}[sys.argv.pop(1)]
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["plain", "stubborn"])
+def test_every_command_ends_on_sigterm(tmp_path, kind):
+    proc = subprocess.Popen([sys.executable, "-c", ANY_COMMAND, kind, "videos", "--index", str(tmp_path)],
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "CASTFINDER_STOP_GRACE_S": "3"})
+    assert proc.stdout.readline().strip() == "RUNNING"
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    took = time.time() - t0
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    if kind == "plain":
+        assert took < 2 and "interrupted" in err, (took, err)
+    else:
+        assert 2.5 < took < 10 and "not stopped after 3 s" in err, (took, err)
