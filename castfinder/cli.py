@@ -278,7 +278,8 @@ def cmd_serve(args) -> int:
         raise InputError("--token / CASTFINDER_TOKEN is empty: give a token, or leave it out for no authentication")
     serve(args.index, cfg, host=args.host, port=args.port, token=token, max_upload_mb=args.max_upload_mb,
           max_request_mb=args.max_request_mb, max_photos=args.max_photos, media_roots=args.media_root or [],
-          url_prefixes=args.allow_url_prefix or [], thumbnail_cache_mb=args.thumbnail_cache_mb)
+          url_prefixes=args.allow_url_prefix or [], thumbnail_cache_mb=args.thumbnail_cache_mb,
+          max_ingests=args.max_ingests)
     return 0
 
 
@@ -420,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-photos", type=int_in(1, 100), default=20, help="photos per query (default 20)")
     srv.add_argument("--max-request-mb", type=float_in(0, 4096), default=64.0,
                      help="a query's whole upload, counted as it arrives (default 64 MB)")
+    srv.add_argument("--max-ingests", type=int_in(1, 64), default=4,
+                     help="ingests running at once; POST /videos beyond is 429 (default 4)")
     srv.add_argument("--thumbnail-cache-mb", type=float_in(0, 1 << 20), default=512.0,
                      help="INDEX/thumbnails is pruned, oldest first, beyond this (default 512 MB)")
     srv.add_argument("--media-root", action="append", type=existing_dir, metavar="DIR",

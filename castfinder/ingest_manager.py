@@ -13,7 +13,7 @@ from stream import metrics as M
 from stream.pipeline import IngestJob, Models, fingerprint
 
 from .config import Config
-from .errors import IndexBusyError, NotFoundError
+from .errors import CastfinderError, IndexBusyError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,17 @@ def media_file(store: IndexStore, row) -> int:
     return fd
 
 
+class TooManyIngestsError(CastfinderError):
+    """Every ingest slot of the service is taken."""
+
+    http_status = 429
+    exit_code = 4
+
+
 class IngestManager:
-    def __init__(self, store: IndexStore, config: Config):
+    def __init__(self, store: IndexStore, config: Config, max_running: int = 4):
         self.store, self.cfg = store, config
+        self.max_running = max_running  # each ingest is 3 threads and a decoder: clients cannot start unbounded many
         self.jobs: dict[int, IngestJob] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
@@ -91,6 +99,11 @@ class IngestManager:
             row = self.store.catalogue.find_video(fingerprint(source))
             if row is not None and self.running(row["id"]):
                 raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
+            reuse = row is not None and row["status"] == "done" and not force
+            running = sum(self.running(vid) for vid in list(self._threads))
+            if not reuse and running >= self.max_running:
+                raise TooManyIngestsError(f"{running} ingests are running, the most this server runs at once; "
+                                          "try again when one has finished (or stop one: DELETE /videos/ID)")
             job = IngestJob(source, self.store, self.cfg.ingest, self.models, force=force, cast=self.cfg.cast)
             job.prepare()
             record_media(self.store, job.video_id, source)

@@ -366,8 +366,8 @@ def _file_response(fd: int, request: Request, media_type: str) -> Response:
 
 def create_app(store, config: Config, token: str | None = None, max_upload_mb: float = 10.0, max_photos: int = 20,
                warm_up: bool = True, media_roots=(), url_prefixes=(), max_request_mb: float = 64.0,
-               thumbnail_cache_mb: float = 512.0) -> FastAPI:
-    manager = IngestManager(store, config)
+               thumbnail_cache_mb: float = 512.0, max_ingests: int = 4) -> FastAPI:
+    manager = IngestManager(store, config, max_running=max_ingests)
     engine = QueryEngine(store, config, shared_models=None)
     policy = SourcePolicy(media_roots, url_prefixes)
     state = {"ready": False, "warm_error": None, "started": time.time()}
@@ -708,7 +708,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
 
 def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_upload_mb: float = 10.0, max_request_mb: float = 64.0, max_photos: int = 20, media_roots=(),
-          url_prefixes=(), thumbnail_cache_mb: float = 512.0) -> None:
+          url_prefixes=(), thumbnail_cache_mb: float = 512.0, max_ingests: int = 4) -> None:
     import socket
 
     import uvicorn
@@ -736,6 +736,6 @@ def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8
         store = IndexStore(index_dir)
     app = create_app(store, config, token=token, max_upload_mb=max_upload_mb, max_photos=max_photos,
                      media_roots=media_roots, url_prefixes=url_prefixes, max_request_mb=max_request_mb,
-                     thumbnail_cache_mb=thumbnail_cache_mb)
+                     thumbnail_cache_mb=thumbnail_cache_mb, max_ingests=max_ingests)
     print(f"castfinder: serving {index_dir} on http://{host}:{port} (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)

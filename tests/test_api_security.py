@@ -90,7 +90,8 @@ def files(media):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, media, files):
     srv = Server(tmp_path_factory.mktemp("secure") / "index", media_roots=(DEV, media),
-                 extra=("--allow-url-prefix", f"{files.url}/allowed/", "--thumbnail-cache-mb", "0.1"))
+                 extra=("--allow-url-prefix", f"{files.url}/allowed/", "--thumbnail-cache-mb", "0.1",
+                        "--max-ingests", "1"))
     yield srv
     log = srv.stop()
     assert "Traceback" not in log, log
@@ -387,6 +388,16 @@ def test_health_tells_the_truth_about_a_damaged_index(server, friends, tmp_path)
     finally:
         log = srv.stop()
     assert "Traceback" not in log, log
+
+
+def test_ingests_at_once_are_bounded(server, media, friends):
+    first = post_source(server, str(clip("herapheri")))
+    assert first.status_code == 202, first.text
+    r = post_source(server, str(clip("billhyland")))          # --max-ingests 1: no slot left
+    assert r.status_code == 429 and "ingests are running" in r.json()["error"], r.text
+    assert post_source(server, str(clip("friends"))).status_code == 200   # reusing a done video needs no slot
+    server.client.delete(f"/videos/{first.json()['id']}")
+    assert server.wait_video(first.json()["id"])["status"] in ("stopped", "done")
 
 
 def test_health_details_need_the_token(tmp_path_factory):
