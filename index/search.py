@@ -87,6 +87,9 @@ def _blend_tracks(part, track_part, weight: float):
     return keys, blended, ids
 
 
+SCENE_TAIL_K = 1000  # frame hits per frame vector of the best shot
+
+
 def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video_id: int | None):
     """Shots that look like the best-scoring shot as whole frames (its frame vectors as queries):
     the same set, light and clothes. Used only below every face hit, for shots where the character
@@ -97,7 +100,8 @@ def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video
     if not rows:
         return None
     index = store.feature(feature)
-    k = top_k if video_id is None else min(index.ntotal, top_k * 4)
+    k = max(top_k, SCENE_TAIL_K)  # its own budget: a small top-k for faces must not starve the tail
+    k = k if video_id is None else min(index.ntotal, k * 4)
     scores, ids = index.search(np.stack([np.frombuffer(r[0], np.float32) for r in rows]), max(1, k))
     parts = [_shot_scores(store, sc, i, video_id) for sc, i in zip(scores, ids)]
     keys = np.concatenate([p[0] for p in parts])
