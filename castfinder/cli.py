@@ -513,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         err = storage_error(exc, Path(getattr(args, "index", None) or ".") / "catalogue.sqlite")
         print(f"castfinder: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as exc:  # a path or socket the system refused (too long, permissions, disk full): not a bug
+        where = str(exc.filename) if exc.filename is not None else ""
+        where = (where[:80] + "..." + where[-40:]) if len(where) > 130 else where
+        print(f"castfinder: error: {where + ': ' if where else ''}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("castfinder: interrupted", file=sys.stderr)
         return 130

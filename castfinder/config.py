@@ -385,6 +385,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _read_yaml(path: Path, where: str) -> dict:
     try:
+        if path.stat().st_size > 1 << 20:  # a preset is a few lines: do not read a huge file into memory
+            raise InputError(f"{where}: over 1 MB, not a preset")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: cannot read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None

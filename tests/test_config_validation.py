@@ -181,6 +181,8 @@ BAD_OPTIONS = [
     (["eval", "--data", "D", "--out", "/etc/passwd"], "--out"),
     (["eval", "--data", "D", "--config", "nope"], "not found"),
     (["nosuchcommand"], "invalid choice"),
+    (["videos", "--index", "a" * 5000], "File name too long"),
+    (["query", "--index", "I", "--character", "x", "--config", "/dev/zero"], "not found"),
 ]
 
 
