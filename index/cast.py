@@ -13,7 +13,9 @@ import numpy as np
 
 from castfinder.errors import InputError, NameTakenError, NotFoundError
 
+from . import face_metric
 from .cast_clustering import cluster, join, merged_threshold, distances
+from .finch import finch
 from .tracks import TrackParams, link, shot_detections
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,15 @@ class CastParams:
     threshold: float = 0.45          # initial T of every track (l2 between unit vectors: 0.45 ~ cosine 0.90)
     best_q: int = 1                  # track vector: best face (1, the paper) or mean of the best q
     min_quality: float = 0.15        # tracks whose best face is worse are treated as faceless
+    method: str = "finch"            # batch clustering: finch (no parameter) | ducros (per-cluster thresholds)
+    face_metric: str = "wccn"        # wccn | lda | none: the video's own face metric (index/face_metric.py),
+                                     # refitted and stored as shots close (for search), none = not fitted
+    cluster_in_metric: bool = False  # batch clustering in that metric rather than on the raw vectors
     track: TrackParams = field(default_factory=TrackParams)
+
+
+METHODS = ("ducros", "finch")
+METRIC_REFIT_GROWTH = 1.1            # during ingest the metric is refitted once the tracked faces grew by 10%
 
 
 def ensure_schema(catalogue) -> None:
@@ -95,7 +105,8 @@ class Cast:
             self.track_shot(video_id, s)
         return len(shots)
 
-    def _tracks(self, video_id: int):
+    def tracks(self, video_id: int):
+        """The usable tracks of a video (rows: id, shot_idx, vec, cluster_id) and their vectors."""
         rows = self.cat.conn.execute("SELECT id, shot_idx, vec, cluster_id FROM tracks WHERE video_id=? AND vec IS NOT NULL"
                                      " ORDER BY id", (video_id,)).fetchall()
         vecs = np.stack([np.frombuffer(r["vec"], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
@@ -106,6 +117,8 @@ class Cast:
         new = self.track_shot(video_id, shot)
         if not new:
             return
+        if self.p.face_metric != "none":
+            self.refresh_metric(video_id)
         c = self.cat.conn
         clusters = c.execute("SELECT id, threshold, mean FROM clusters WHERE video_id=? ORDER BY id", (video_id,)).fetchall()
         ids = [r["id"] for r in clusters]
@@ -156,11 +169,11 @@ class Cast:
                                (video_id,)).fetchone()[0]
         if have and not recluster and not unassigned:
             return have
-        rows, vecs = self._tracks(video_id)
+        rows, vecs = self.tracks(video_id)
         old_names = {r[0]: r[1] for r in c.execute("SELECT id, name FROM clusters WHERE video_id=? AND name IS NOT NULL",
                                                    (video_id,))}
         old_of_track = {r["id"]: r["cluster_id"] for r in rows}
-        result = cluster(vecs, [r["shot_idx"] for r in rows], self.p.threshold, self.p.metric)
+        result = self.cluster_tracks(video_id, rows, vecs)
         c.execute("BEGIN IMMEDIATE")
         try:
             c.execute("UPDATE tracks SET cluster_id=NULL WHERE video_id=?", (video_id,))
@@ -187,6 +200,52 @@ class Cast:
             raise
         return len(new_ids)
 
+    # --- the video's face metric and the batch methods -------------------------------------------
+    def refresh_metric(self, video_id: int, force: bool = False) -> "face_metric.VideoMetric | None":
+        """Refit and store the video's face metric when the tracked faces grew by a tenth since the
+        last fit (cheap: a few ms; a long film refits O(log n) times), or when forced."""
+        c = self.cat.conn
+        face_metric.ensure_schema(self.cat)
+        row = c.execute("SELECT n_faces FROM face_metrics WHERE video_id=? AND feature=?",
+                        (video_id, self.p.feature)).fetchone()
+        if row is not None and not force:
+            now = c.execute("SELECT COUNT(*) FROM track_faces tf JOIN tracks t ON t.id=tf.track_id"
+                            " WHERE t.video_id=? AND t.vec IS NOT NULL", (video_id,)).fetchone()[0]
+            if now < row[0] * METRIC_REFIT_GROWTH:
+                return face_metric.load(self.cat, video_id, self.p.feature)
+        return face_metric.fit_video(self.cat, video_id, self.p.feature, self.p.face_metric)
+
+    def cluster_tracks(self, video_id: int, rows, vecs: np.ndarray, metric="fit"):
+        """Batch clustering of a video's usable tracks (rows and vectors as `tracks` gives them) with
+        the configured method, in the video's face metric when cluster_in_metric is set (metric="fit":
+        refit and store it then; or pass a VideoMetric, or None for none). Cluster means and thresholds
+        come back in the original space (photos and new tracks are compared there)."""
+        from .cast_clustering import Clustering
+        if self.p.method not in METHODS:
+            raise InputError(f"unknown cast method '{self.p.method}' (known: {', '.join(METHODS)})")
+        shots = [r["shot_idx"] for r in rows]
+        if len(rows) == 0:
+            return cluster(vecs, shots, self.p.threshold, self.p.metric)
+        space = vecs
+        if isinstance(metric, str):
+            use = self.p.cluster_in_metric and self.p.face_metric != "none"
+            metric = self.refresh_metric(video_id, force=True) if use else None
+        if metric is not None:
+            space = metric.apply(vecs)
+        if self.p.method == "ducros":
+            t = self.p.threshold if space is vecs else matched_threshold(vecs, space, self.p.threshold, self.p.metric)
+            result = cluster(space, shots, t, self.p.metric)
+            if space is vecs:
+                return result
+            labels = result.labels
+        else:
+            labels = finch(space, shots).labels
+        k = int(labels.max()) + 1 if len(labels) else 0
+        x = np.asarray(vecs, np.float64)
+        means = np.stack([x[labels == i].mean(0) for i in range(k)])
+        sizes = np.bincount(labels, minlength=k)
+        return Clustering(labels, means, np.full(k, self.p.threshold), sizes, len(labels) - k)
+
     def current(self, video_id: int, recluster: bool = False) -> list[dict]:
         """The cast to show: a video still ingesting shows its incremental clusters; a finished one
         gets the batch algorithm once (again when new tracks appeared, or when asked)."""
@@ -206,37 +265,59 @@ class Cast:
     def clusters(self, video_id: int, faces_per_cluster: int = 12) -> list[dict]:
         """Characters, most screen time first: shots, screen time, first appearance, best faces."""
         c = self.cat.conn
+        groups = []
+        for cl in c.execute("SELECT id, name, threshold FROM clusters WHERE video_id=?", (video_id,)).fetchall():
+            tracks = [r[0] for r in c.execute("SELECT id FROM tracks WHERE cluster_id=?", (cl["id"],))]
+            groups.append((cl["id"], cl["name"], cl["threshold"], tracks))
+        return self.describe(video_id, groups, faces_per_cluster)
+
+    def describe(self, video_id: int, groups, faces_per_cluster: int = 12) -> list[dict]:
+        """groups: (cluster id, name, threshold, track ids) → the dicts `clusters` returns (also for
+        a clustering that is not stored, e.g. to compare methods). A group without tracks, or whose
+        faces have no box to show, is left out: every cluster listed has faces for its sheet."""
+        c = self.cat.conn
         out = []
         video = self.cat.video(video_id)
         step = 1.0 / 5.0
         if video and video["config"]:
             import json
             step = 1.0 / float(json.loads(video["config"]).get("ingest", {}).get("sample_fps", 5.0))
-        for cl in c.execute("SELECT * FROM clusters WHERE video_id=?", (video_id,)).fetchall():
-            tr = c.execute("SELECT id, shot_idx, start_s, end_s FROM tracks WHERE cluster_id=?", (cl["id"],)).fetchall()
-            if not tr:
+        for cid, name, threshold, track_ids in groups:
+            track_ids = [int(t) for t in track_ids]
+            if not track_ids:
                 continue
-            faces = c.execute(
-                "SELECT tf.face_id, tf.quality, f.time_s, f.id AS frame_id, fc.x1, fc.y1, fc.x2, fc.y2, t.shot_idx"
-                " FROM track_faces tf JOIN tracks t ON t.id=tf.track_id JOIN faces fc ON fc.id=tf.face_id"
-                " JOIN frames f ON f.id=fc.frame_id WHERE t.cluster_id=? ORDER BY tf.quality DESC", (cl["id"],)).fetchall()
-            best, seen_tracks = [], set()
+            tr, faces = [], []
+            for k in range(0, len(track_ids), 500):  # SQLite caps the variables of one statement
+                chunk = track_ids[k:k + 500]
+                marks = ",".join("?" * len(chunk))
+                tr += c.execute(f"SELECT id, shot_idx, start_s, end_s FROM tracks WHERE id IN ({marks})", chunk).fetchall()
+                faces += c.execute(
+                    "SELECT tf.face_id, tf.quality, f.time_s, f.id AS frame_id, fc.x1, fc.y1, fc.x2, fc.y2, t.shot_idx"
+                    " FROM track_faces tf JOIN tracks t ON t.id=tf.track_id JOIN faces fc ON fc.id=tf.face_id"
+                    f" JOIN frames f ON f.id=fc.frame_id WHERE t.id IN ({marks}) AND fc.x2 > fc.x1 AND fc.y2 > fc.y1",
+                    chunk).fetchall()
+            faces.sort(key=lambda f: (-(f["quality"] or 0.0), f["face_id"]))
+            if not tr or not faces:
+                continue
+            best, seen_shots, taken = [], set(), set()
             # one face per shot first, so the sheet shows the character in different shots
             for f in faces:
-                if f["shot_idx"] not in seen_tracks and len(best) < faces_per_cluster:
+                if f["shot_idx"] not in seen_shots and len(best) < faces_per_cluster:
                     best.append(f)
-                    seen_tracks.add(f["shot_idx"])
+                    seen_shots.add(f["shot_idx"])
+                    taken.add(f["face_id"])
             for f in faces:
                 if len(best) >= faces_per_cluster:
                     break
-                if f not in best:
+                if f["face_id"] not in taken:
                     best.append(f)
-            out.append({"cluster": cl["id"], "video": video_id, "name": cl["name"], "tracks": len(tr),
+                    taken.add(f["face_id"])
+            out.append({"cluster": cid, "video": video_id, "name": name, "tracks": len(tr),
                         "shots": sorted({t["shot_idx"] for t in tr}),
                         "screen_time_s": round(sum(t["end_s"] - t["start_s"] + step for t in tr), 2),
-                        "first_s": round(min(t["start_s"] for t in tr), 3), "threshold": round(cl["threshold"], 4),
+                        "first_s": round(min(t["start_s"] for t in tr), 3), "threshold": round(float(threshold), 4),
                         "faces": [{"face": f["face_id"], "frame": f["frame_id"], "time_s": f["time_s"],
-                                   "box": [f["x1"], f["y1"], f["x2"], f["y2"]], "quality": round(f["quality"], 3)}
+                                   "box": [f["x1"], f["y1"], f["x2"], f["y2"]], "quality": round(f["quality"] or 0.0, 3)}
                                   for f in best]})
         out.sort(key=lambda d: (-d["screen_time_s"], d["first_s"]))
         return out
@@ -279,6 +360,22 @@ class Cast:
         return hits
 
 
+def matched_threshold(raw: np.ndarray, projected: np.ndarray, threshold: float, metric: str = "l2") -> float:
+    """The threshold in a projected space that keeps the same share of track pairs under it as
+    `threshold` does in the original space (so Ducros's T needs no new value per metric)."""
+    from .cast_clustering import pairwise_block
+    n = len(raw)
+    if n < 2:
+        return threshold
+    iu = np.triu_indices(n, 1)
+    d_raw = pairwise_block(metric, np.asarray(raw, np.float64), np.asarray(raw, np.float64))[iu]
+    d_new = pairwise_block(metric, np.asarray(projected, np.float64), np.asarray(projected, np.float64))[iu]
+    share = float(np.mean(d_raw <= threshold))
+    if share <= 0.0:
+        return float(d_new.min()) * 0.999
+    return float(np.quantile(d_new, share))
+
+
 def forget_shots(catalogue, video_id: int, from_shot: int) -> None:
     """An ingest resumes at `from_shot` (or a video is removed): its tracks go, cluster means are
     recomputed from the tracks that stay, empty clusters go."""
@@ -288,6 +385,7 @@ def forget_shots(catalogue, video_id: int, from_shot: int) -> None:
               (video_id, from_shot))
     c.execute("DELETE FROM tracks WHERE video_id=? AND shot_idx>=?", (video_id, from_shot))
     c.execute("DELETE FROM cast_shots WHERE video_id=? AND shot_idx>=?", (video_id, from_shot))
+    face_metric.forget(catalogue, video_id)  # refitted as the resumed shots close
     for (cid,) in c.execute("SELECT id FROM clusters WHERE video_id=?", (video_id,)).fetchall():
         rows = c.execute("SELECT vec FROM tracks WHERE cluster_id=? AND vec IS NOT NULL", (cid,)).fetchall()
         if not rows:

@@ -71,3 +71,72 @@ def sklearn_dbscan(vectors: np.ndarray, eps: float) -> np.ndarray:
         return np.zeros(0, int)
     labels = DBSCAN(eps=eps, min_samples=1, metric="cosine").fit_predict(vectors)
     return labels
+
+
+# --- cast F1: clusters against the shots where each queried character is present -----------------
+
+def cluster_true_shots(truth: dict, shot_spans: dict[int, tuple[float, float]],
+                       track_shots: list[int], labels) -> dict:
+    """True shots of each cluster: the system shots holding its tracks, each mapped to the true shot
+    that holds the system shot's midpoint (as in scoring: index/evaluation.py true_shot_at).
+    shot_spans: system shot index → (start_s, end_s); track_shots, labels: per track (a label
+    None or negative is no cluster)."""
+    out: dict = {}
+    for t, lab in zip(track_true_shots(truth, shot_spans, track_shots), labels):
+        if lab is None or (not isinstance(lab, str) and lab < 0):
+            continue
+        shots = out.setdefault(lab if isinstance(lab, str) else int(lab), set())
+        if t is not None:
+            shots.add(t)
+    return out
+
+
+def track_true_shots(truth: dict, shot_spans: dict[int, tuple[float, float]], track_shots: list[int]) -> list:
+    """The true shot (index) of each track's system shot, by the system shot's midpoint."""
+    from .evaluation import true_shot_at
+    return [true_shot_at(truth, (shot_spans[s][0] + shot_spans[s][1]) / 2) for s in track_shots]
+
+
+def cast_f1(truth: dict, characters: list[str], clusters: dict, track_labels: list | None = None,
+            track_clusters: list | None = None, track_true: list | None = None) -> dict:
+    """Cast F1 (issue 13): for each queried character, the cluster whose true shots best match the
+    true shots where the character is `present` (F1 over true shots); mean over characters. A
+    character no cluster touches scores 0.
+
+    clusters: cluster key → set of true shot indices (cluster_true_shots). With the per-track
+    lists (track_labels from label_tracks, track_clusters, track_true from track_true_shots) each
+    character also gets
+      - `clusters_touching`: clusters with a track whose true shot has the character in `faces`;
+      - `clusters_majority`: clusters whose labelled tracks are mostly this character (label_tracks:
+        the one face-visible character of the shot, or resolved by the refs photos)."""
+    by_char = {}
+    for ch in characters:
+        rel = {s["index"] for s in truth["shots"] if ch in s["present"]}
+        best, best_key = 0.0, None
+        for key, shots in clusters.items():
+            hit = len(shots & rel)
+            f = 2 * hit / (len(shots) + len(rel)) if hit else 0.0
+            if f > best:
+                best, best_key = f, key
+        by_char[ch] = {"f1": round(best, 4), "cluster": best_key, "true_shots": len(rel)}
+    if track_clusters is not None and track_true is not None:
+        faces_of = {s["index"]: set(s["faces"]) for s in truth["shots"]}
+        for ch in characters:
+            touching = {c for c, t in zip(track_clusters, track_true) if t is not None and ch in faces_of.get(t, ())}
+            by_char[ch]["clusters_touching"] = len(touching)
+        if track_labels is not None:
+            votes: dict = {}
+            for c, l in zip(track_clusters, track_labels):
+                if l is not None:
+                    votes.setdefault(c, {}).setdefault(l, 0)
+                    votes[c][l] += 1
+            majority = {}
+            for c, v in votes.items():
+                top = max(v.values())
+                winners = [l for l, n in v.items() if n == top]
+                if len(winners) == 1 and top * 2 > sum(v.values()):
+                    majority[c] = winners[0]
+            for ch in characters:
+                by_char[ch]["clusters_majority"] = sum(1 for l in majority.values() if l == ch)
+    mean = float(np.mean([v["f1"] for v in by_char.values()])) if by_char else 0.0
+    return {"cast_f1": round(mean, 4), "per_character": by_char, "n_clusters": len(clusters)}

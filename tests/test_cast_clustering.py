@@ -139,3 +139,92 @@ def test_fast_algorithm_matches_the_plain_one(seed):
     res = cluster(x, groups, 0.6)
     fast = sorted(sorted(np.flatnonzero(res.labels == k).tolist()) for k in range(len(res.sizes)))
     assert fast == reference_cluster(x, groups, 0.6)
+
+
+# --- FINCH with cannot-link constraints (index/finch.py) -----------------------------------------
+
+from index.finch import finch  # noqa: E402
+
+
+def _groups_ok(labels, groups):
+    seen = {}
+    for lab, g in zip(labels, groups):
+        if (lab, g) in seen:
+            return False
+        seen[(lab, g)] = True
+    return True
+
+
+def test_finch_first_neighbours_find_two_characters():
+    rng = np.random.default_rng(1)
+    a, b = unit(rng.normal(size=16)), unit(rng.normal(size=16))
+    vecs = np.stack([unit(a + rng.normal(0, 0.05, 16)) for _ in range(6)] + [unit(b + rng.normal(0, 0.05, 16)) for _ in range(5)])
+    res = finch(vecs, groups=range(11), gate=None)              # no constraint at all: plain FINCH, first partition
+    assert res.level == 0 and not set(res.labels[:6]) & set(res.labels[6:]) and int(res.labels.max()) + 1 < 11
+    # two tracks of one shot (one of a, one of b) tell the video how far apart two people are:
+    # the gated hierarchy climbs, and still stops at two
+    groups = list(range(11))
+    groups[0] = groups[6] = "shot"
+    res = finch(vecs, groups)
+    assert list(res.labels) == [0] * 6 + [1] * 5 and res.typical is not None
+
+
+def test_finch_never_joins_two_tracks_of_one_shot_even_when_identical():
+    rng = np.random.default_rng(2)
+    a = unit(rng.normal(size=16))
+    vecs = np.stack([unit(a + rng.normal(0, 0.01, 16)) for _ in range(12)])
+    groups = [0, 0, 0, 1, 1, 1, 2, 2, 3, 4, 5, 6]               # three "twins" in shot 0, three in shot 1
+    for gate in ("cannot-link", None):
+        res = finch(vecs, groups, gate=gate)
+        assert _groups_ok(res.labels, groups) and all(_groups_ok(p, groups) for p in res.partitions)
+        assert int(res.labels.max()) + 1 >= 3                       # at least one cluster per twin of shot 0
+
+
+def test_finch_gate_stops_at_the_distance_of_known_different_people():
+    """Three people: A twice alone and once beside B (so A and B are known to differ at distance
+    d_ab); C is alone, farther from A than B is. C must not join A: it is farther than the
+    nearest known-different person of A."""
+    rng = np.random.default_rng(3)
+    a = unit(rng.normal(size=32))
+    b = unit(a + 0.9 * unit(rng.normal(size=32)))
+    c = unit(a + 1.3 * unit(rng.normal(size=32)))
+    vecs = np.stack([unit(a + rng.normal(0, 0.02, 32)) for _ in range(3)] + [b, c])
+    groups = ["s1", "s2", "s3", "s3", "s4"]                      # track 2 (A) and track 3 (B) share shot s3
+    res = finch(vecs, groups)
+    assert res.labels[0] == res.labels[1] == res.labels[2]
+    assert len({res.labels[0], res.labels[3], res.labels[4]}) == 3
+
+
+def test_finch_on_real_tracks_keeps_shots_apart(friends_index):
+    """The friends clip's tracks (2-4 people a shot), raw and in the video's metric."""
+    from index import face_metric
+    from index.cast import Cast, CastParams
+    from index.store import IndexStore
+    store = IndexStore(friends_index[0])
+    try:
+        cast = Cast.__new__(Cast)
+        cast.store, cast.cat, cast.p = store, store.catalogue, CastParams()
+        rows, vecs = cast.tracks(friends_index[1].video_id)
+        shots = [r["shot_idx"] for r in rows]
+        assert len(set(shots)) < len(shots)                          # several tracks share shots
+        data = face_metric.video_pairs(store.catalogue, friends_index[1].video_id, "dlib-resnet")
+        for space in (vecs, face_metric.fit(data.faces, data.cannot, "wccn").apply(vecs)):
+            for gate in ("cannot-link", None):
+                res = finch(space, shots, gate=gate)
+                assert _groups_ok(res.labels, shots) and all(_groups_ok(p, shots) for p in res.partitions)
+                assert 3 <= int(res.labels.max()) + 1 < len(shots)   # merges happen, not one blob
+    finally:
+        store.close()
+
+
+def test_finch_thousands_of_tracks_are_fast():
+    import time
+    rng = np.random.default_rng(4)
+    people = rng.normal(size=(60, 128))
+    vecs = np.stack([unit(people[i % 60] + rng.normal(0, 0.4, 128)) for i in range(2000)])
+    groups = [i // 3 for i in range(2000)]                          # three tracks a shot
+    t0 = time.perf_counter()
+    res = finch(vecs, groups)
+    took = time.perf_counter() - t0
+    print(f"FINCH on 2000 tracks: {took:.2f} s, {int(res.labels.max()) + 1} clusters, {len(res.partitions)} levels")
+    assert _groups_ok(res.labels, groups) and took < 20

@@ -1,0 +1,167 @@
+"""FINCH clustering (Sarfraz, Sharma, Stiefelhagen, CVPR 2019) with cannot-link constraints.
+
+FINCH has no parameter: every item links to its first (nearest) neighbour, the connected
+components of that graph are the first partition, and the same step on the partition's cluster
+means gives the next, coarser one, until nothing merges. Here two items that share a cannot-link
+group (two tracks of one shot) are never in one cluster:
+  - a neighbour that shares a group is masked out before the first neighbour is taken;
+  - the first-neighbour links are joined shortest first, and a link whose two sides (as joined so
+    far) share a group is dropped, so a component that would hold two tracks of one shot is split
+    at its longest links. (FINCH's third rule, "i and j have the same first neighbour", would join
+    two tracks of one shot that pick the same neighbour: the closer one joins, the other stays out.)
+
+Which level, without a per-clip threshold (gate="cannot-link"): the masked neighbours are the
+video's own evidence of how close two different people come. A link i–j is kept only when it is
+shorter than the distance from i, and from j, to the nearest cluster it cannot be one with (its
+nearest known-different person, in the same scenes and light). A cluster with no such neighbour
+(a face alone in all its shots) is held to the video's typical value: the median, over tracks that
+have one, of the distance to the nearest known-different track. The hierarchy climbs until no link
+passes and keeps the last partition. Every rule is local or a median, so a long film behaves as a
+short clip does (a minimum over all pairs would shrink as the film grows). A video with no
+cannot-link pair at all gives no evidence and keeps FINCH's first partition; so does gate=None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cosine_matrix(x: np.ndarray) -> np.ndarray:
+    u = _unit(np.asarray(x, np.float64))
+    return np.clip(1.0 - u @ u.T, 0.0, 2.0)
+
+
+@dataclass
+class Finch:
+    labels: np.ndarray                    # the chosen partition: cluster per item, 0..k-1 in order of first item
+    partitions: list[np.ndarray] = field(default_factory=list)   # every level, finest first
+    level: int = -1                       # index of the chosen partition (-1: nothing merged, singletons)
+    typical: float | None = None          # median distance to the nearest known-different track (None: no evidence)
+
+
+class _Sets:
+    """Union-find whose sets remember their cannot-link groups."""
+
+    def __init__(self, groups: list[set]):
+        self.parent = list(range(len(groups)))
+        self.groups = [set(g) for g in groups]
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        if self.groups[ra] & self.groups[rb]:
+            return False
+        if len(self.groups[ra]) < len(self.groups[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.groups[ra] |= self.groups[rb]
+        self.groups[rb] = set()
+        return True
+
+
+def _relabel(labels) -> np.ndarray:
+    """0..k-1 in order of first appearance."""
+    order: dict[int, int] = {}
+    return np.array([order.setdefault(int(l), len(order)) for l in labels], np.int64)
+
+
+def share_matrix(groups: list[set]) -> np.ndarray:
+    """k x k: do items i and j share a cannot-link group? (False on the diagonal)"""
+    k = len(groups)
+    keys = sorted({g for gs in groups for g in gs}, key=repr)
+    if not keys:
+        return np.zeros((k, k), bool)
+    col = {g: c for c, g in enumerate(keys)}
+    m = np.zeros((k, len(keys)), np.float32)
+    for i, gs in enumerate(groups):
+        for g in gs:
+            m[i, col[g]] = 1.0
+    out = (m @ m.T) > 0
+    np.fill_diagonal(out, False)
+    return out
+
+
+def nearest_different(dist: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Per item, the distance to the nearest item it shares a group with (inf when none)."""
+    return np.where(share, dist, np.inf).min(axis=1) if len(dist) else np.zeros(0)
+
+
+def first_neighbour_step(dist: np.ndarray, groups: list[set], gated: bool = False,
+                         typical: float | None = None) -> np.ndarray:
+    """One FINCH step on k items with their pairwise distances and cannot-link groups: labels
+    0..m-1 of the merged items. gated: a link i–κ(i) must be shorter than the nearest
+    known-different item of both ends (`typical` for an end that has none)."""
+    k = len(dist)
+    if k < 2:
+        return np.zeros(k, np.int64)
+    d = np.array(dist, np.float64, copy=True)
+    share = share_matrix(groups)
+    limit = np.full(k, np.inf)
+    if gated:
+        limit = nearest_different(d, share)
+        limit[~np.isfinite(limit)] = np.inf if typical is None else typical
+    d[share] = np.inf
+    np.fill_diagonal(d, np.inf)
+    nn = np.argmin(d, axis=1)
+    links = set()
+    for i in range(k):
+        j = int(nn[i])
+        if np.isfinite(d[i, j]) and d[i, j] < min(limit[i], limit[j]):
+            links.add((float(d[i, j]), min(i, j), max(i, j)))
+    sets = _Sets(groups)
+    for _, i, j in sorted(links):
+        sets.union(i, j)
+    return _relabel([sets.find(i) for i in range(k)])
+
+
+def finch(vectors: np.ndarray, groups, gate: str | None = "cannot-link", max_levels: int = 64) -> Finch:
+    """vectors: N x dim (cosine distance between cluster means); groups: N cannot-link keys (the
+    shot of each track; None = no constraint). gate: "cannot-link" (see the module doc) or None
+    (plain constrained FINCH, first partition)."""
+    if gate not in ("cannot-link", None):
+        raise ValueError(f"unknown FINCH gate {gate!r} (known: 'cannot-link', None)")
+    x = np.asarray(vectors, np.float64)
+    n = len(x)
+    groups = [set() if g is None else {g} for g in groups]
+    if n == 0:
+        return Finch(np.zeros(0, np.int64))
+    typical = None
+    if gate is not None:
+        near = nearest_different(cosine_matrix(x), share_matrix(groups))
+        near = near[np.isfinite(near)]
+        typical = float(np.median(near)) if len(near) else None
+    gated = typical is not None
+    labels = np.arange(n, dtype=np.int64)
+    partitions: list[np.ndarray] = []
+    for _ in range(max_levels):
+        k = int(labels.max()) + 1
+        if k < 2:
+            break
+        sums = np.zeros((k, x.shape[1]))
+        np.add.at(sums, labels, x)
+        cgroups = [set() for _ in range(k)]
+        for i, c in enumerate(labels):
+            cgroups[c] |= groups[i]
+        step = first_neighbour_step(cosine_matrix(sums), cgroups, gated, typical)
+        if step.max() + 1 == k:
+            break
+        labels = _relabel(step[labels])
+        partitions.append(labels.copy())
+        if not gated:
+            break  # no evidence to climb on: FINCH's first partition
+    if not partitions:
+        return Finch(np.arange(n, dtype=np.int64), [], -1, typical)
+    return Finch(partitions[-1], partitions, len(partitions) - 1, typical)
