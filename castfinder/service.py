@@ -258,6 +258,32 @@ class DiskCache:
                     pass
 
 
+class PixelBudget:
+    """Photos being decoded at once, in pixels: concurrent queries share it, so forty clients sending
+    big photos together wait their turn instead of decoding gigabytes at the same time."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.used = capacity, 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, timeout: float = 30.0) -> int:
+        n = min(n, self.capacity)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.used + n <= self.capacity, timeout=timeout):
+                raise ServerBusyError("too many photos are being decoded right now; try again in a moment")
+            self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class ServerBusyError(CastfinderError):
+    http_status = 503
+
+
 def _photo_pixels(data: bytes) -> tuple[int, int] | None:
     """Width and height from the image header (no decoding); None when it is not an image we know,
     which the decoder then reports in its own words."""
@@ -375,6 +401,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     max_body = int(max_request_mb * 1024 * 1024)
     thumbs_dir = store.dir / "thumbnails"
     cache = DiskCache(thumbs_dir, int(thumbnail_cache_mb * 1024 * 1024))
+    decoding = PixelBudget(2 * MAX_QUERY_PIXELS)
 
     def warm() -> None:
         """Load the models and compile ranx before the first user waits for them."""
@@ -687,8 +714,14 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                 decoded.append((name, data, digest(data)))  # decoded by the engine unless its vectors are cached
             if not store.writable:
                 store.refresh()
-            doc, hits = engine.query(decoded, character=character, video_id=video, features=features,
-                                     use_both=both or None, top_k=top_k, fusion=fusion, limit=limit, expand=expand)
+            held = decoding.acquire(pixels) if pixels else 0
+            try:
+                doc, hits = engine.query(decoded, character=character, video_id=video, features=features,
+                                         use_both=both or None, top_k=top_k, fusion=fusion, limit=limit,
+                                         expand=expand)
+            finally:
+                if held:
+                    decoding.release(held)
             for r, h in zip(doc["results"], hits):
                 r["thumbnail"] = (f"/shots/{h.video_id}/{h.shot}/thumbnail?frame={h.best_frame_id}"
                                   + (f"&face={h.best_face_id}" if h.best_face_id is not None else ""))
