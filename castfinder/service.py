@@ -320,11 +320,22 @@ def video_status(store, manager: IngestManager, row, with_shots: bool = False) -
            "shots": counts["shots"], "frames": counts["frames"], "faces": counts["faces"], "vectors": counts["vectors"],
            "frames_decoded": row["frames_decoded"], "frames_sampled": row["frames_sampled"],
            "frames_dropped": row["frames_dropped"], "damaged_spans": json.loads(row["damaged_spans"] or "[]"),
-           "error": row["error"], "media": f"/videos/{row['id']}/media" if _playable(store, row) else None}
+           "error": _public_error(row["error"]), "media": f"/videos/{row['id']}/media" if _playable(store, row) else None}
     if with_shots:
         doc["shot_list"] = [{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
                              "faces": s["n_faces"], "closed": bool(s["closed"])} for s in store.catalogue.shots(row["id"])]
     return doc
+
+
+_INTERNALS = ("Error in ", ".cpp", "faiss::", "Traceback", 'File "', "sqlite3.", "0x")
+
+
+def _public_error(text: str | None) -> str | None:
+    """A video's stored error as clients see it: ours are sentences; a library's internals (C++ file
+    and line, addresses, Python traces) stay in the server log."""
+    if text and any(m in text for m in _INTERNALS):
+        return "the ingest failed on an internal error (details in the server log)"
+    return text
 
 
 def _playable(store, row) -> bool:

@@ -421,3 +421,11 @@ def test_the_server_stops_in_seconds_mid_ingest(server):
     server.proc.terminate()
     server.proc.wait(timeout=60)
     assert time.time() - t0 < 25, time.time() - t0
+
+
+def test_stored_errors_do_not_leak_internals():
+    from castfinder.service import _public_error
+    cxx = "ingest failed: Error in void faiss::IndexIDMap2Template<faiss::Index>::add at /project/faiss/faiss/IndexIDMap.cpp:83"
+    assert "faiss" not in _public_error(cxx) and "server log" in _public_error(cxx)
+    assert _public_error("friends.mp4: file ended early at 5.0 of 14.9 s") == "friends.mp4: file ended early at 5.0 of 14.9 s"
+    assert _public_error(None) is None
