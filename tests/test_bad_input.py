@@ -115,3 +115,14 @@ def test_metrics_port_in_use(tmp_path):
         assert_clean_error(run_cli("ingest", clip("friends"), "--index", tmp_path, "--metrics-port", port), "metrics")
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("size", [(96, 4000), (4000, 96)])
+def test_very_tall_or_wide_video_is_analysed_at_a_bounded_size(tmp_path, size):
+    from conftest import make_video
+    src = make_video(tmp_path / "odd.mp4", seconds=1.0, size=size)
+    result = run_cli("ingest", src, "--index", tmp_path / "idx", timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    row = IndexStore(tmp_path / "idx").catalogue.video(1)
+    assert row["width"] <= 640 and row["height"] <= 1280, (row["width"], row["height"])  # analysis_max_height
+    assert row["frames_decoded"] == 10
