@@ -413,6 +413,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     thumbs_dir = store.dir / "thumbnails"
     cache = DiskCache(thumbs_dir, int(thumbnail_cache_mb * 1024 * 1024))
     decoding = PixelBudget(2 * MAX_QUERY_PIXELS)
+    reclustering = threading.Lock()  # a batch clustering of a long film is seconds of CPU: one at a time
 
     def warm() -> None:
         """Load the models and compile ranx before the first user waits for them."""
@@ -641,8 +642,17 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         if recluster:
             require_writer("recluster")
         cast = engine.cast()
-        # a reader shows the clusters as the writer left them: building them would write the catalogue
-        clusters = cast.current(video_id, recluster=recluster) if store.writable else cast.clusters(video_id)
+        if not store.writable:  # a reader shows the clusters as the writer left them: building writes
+            clusters = cast.clusters(video_id)
+        elif recluster:
+            if not reclustering.acquire(blocking=False):
+                raise IndexBusyError("a recluster is already running; try again when it has finished")
+            try:
+                clusters = cast.current(video_id, recluster=True)
+            finally:
+                reclustering.release()
+        else:
+            clusters = cast.current(video_id)
         return {"video": video_id, "clusters": _cast_doc(video_id, clusters),
                 "message": None if clusters else "no face tracks in this video yet: the cast is empty"}
 
