@@ -93,7 +93,7 @@ def test_query_bad_input(friends_index, tmp_path):
     assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--features", "face=nonsense"),
                        "unknown face feature")
     assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--video", 99), "no video")
-    assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--fusion", "vote"), "unknown fusion")
+    assert_clean_error(run_cli("query", "--index", path, "--photos", photo, "--fusion", "vote"), "invalid choice: 'vote'", "rrf")
     assert_clean_error(run_cli("query", "--index", tmp_path / "nothing", "--photos", photo), "no index")
 
 
