@@ -192,9 +192,14 @@ class IngestJob:
     # --- stages -------------------------------------------------------------------------------
     def _source_stage(self, out: queue.Queue, start_s: float, first_shot: int) -> None:
         cfg, label = self.cfg, self.label
-        seg = ShotSegmenter(self.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s, first_shot)
-        sampler = ShotSampler(cfg.sample_fps)
-        dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
+        try:
+            seg = ShotSegmenter(self.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s, first_shot)
+            sampler = ShotSampler(cfg.sample_fps)
+            dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
+        except BaseException as exc:  # the stages and the writer wait for END: never leave them hanging
+            self.error, self.dropped = exc, 0
+            out.put(END)
+            return
         opened = first_shot - 1
         pending: list = []
         pending_events: list = []
@@ -367,20 +372,12 @@ class IngestJob:
                 if self.error is not None:
                     continue  # drain so the stages can finish
                 t0 = time.perf_counter()
-                if isinstance(item, Batch):
-                    done = 0
-                    for before, event in item.events:  # in stream order: frames, cut, frames
-                        self._take_records(item.records[done:before])
-                        self._take_event(event)
-                        done = before
-                    self._take_records(item.records[done:])
-                    if item.records:
-                        if self.cfg.dedup != "dbscan":
-                            M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
-                        cat.update_video(self.video_id, indexed_until_s=self._indexed_until)
-                    self._report()
-                else:
-                    self._take_event(item)
+                try:
+                    self._write_item(item)
+                except Exception as exc:  # the writer failed: stop the source and drain, as for a stage error
+                    self.error = exc
+                    self.stop()
+                    continue
                 M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
         finally:
             for t in threads:
@@ -422,6 +419,23 @@ class IngestJob:
             return None
         log.info("%s: file ended early at %.1f s of %.1f s", self.source, end, duration)
         return f"file ended early at {end:.1f} s of {duration:.1f} s (truncated?)"
+
+    def _write_item(self, item) -> None:
+        """One batch (frames and the cuts among them, in stream order) or one shot event."""
+        if not isinstance(item, Batch):
+            self._take_event(item)
+            return
+        done = 0
+        for before, event in item.events:  # in stream order: frames, cut, frames
+            self._take_records(item.records[done:before])
+            self._take_event(event)
+            done = before
+        self._take_records(item.records[done:])
+        if item.records:
+            if self.cfg.dedup != "dbscan":
+                M.FRESHNESS_SECONDS.observe(time.monotonic() - item.decoded_at)
+            self.store.catalogue.update_video(self.video_id, indexed_until_s=self._indexed_until)
+        self._report()
 
     def _take_records(self, records: list) -> None:
         if not records:
