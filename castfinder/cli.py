@@ -129,31 +129,25 @@ def _config_from_args(args):
 
 
 def cmd_ingest(args) -> int:
-    from index.store import IndexStore
     from stream.metrics import start_metrics_server
-    from stream.pipeline import IngestJob, Models
 
-    from .ingest_manager import record_media
+    from .api import open_index
 
     cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
-    store = IndexStore(args.index, writable=True, kind=cfg.ingest.index_kind)
-    try:
-        # open the source first: bad input is reported before seconds of model loading
-        job = IngestJob(args.source, store, cfg.ingest, None, force=args.force, cast=cfg.cast)
-        job.models = Models(cfg.ingest)
-        bar, update = _progress_bar(job)
-        job.progress = update
-
-        _stop_on_signals(job)
-        job.prepare()
-        record_media(store, job.video_id, args.source)  # the service plays back only this very file
-        result = job.run()
+    with open_index(args.index, cfg, writable=True) as idx:
+        # source opened (bad input reported before model loading), models loaded, video row made; not running yet
+        run = idx.start_ingest(args.source, force=args.force, start=False)
+        bar, update = _progress_bar(run.job)
+        run.job.progress = update
+        _stop_on_signals(run.job)  # installed before it runs: a signal always stops it cleanly
+        summary = run.start().wait()
         bar.close()
-    finally:
-        store.close()
-    if result.reused:
+    result = run.job.result
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif result.reused:
         print(f"video {result.video_id} already indexed ({result.shots} shots, {result.vectors} vectors); "
               f"reusing it (--force rebuilds)")
     else:
@@ -165,8 +159,9 @@ def cmd_ingest(args) -> int:
             print(f"  damaged data skipped: {hms(start)} - {hms(end) if end != float('inf') else 'end'}")
         if result.warning:
             print(f"  warning: {result.warning}")
-    if args.show_shots:
-        _print_shots(args.index, result.video_id)
+    if args.show_shots and not args.json:
+        with open_index(args.index) as idx:
+            _print_shots(idx, result.video_id)
     return 0
 
 
@@ -196,76 +191,63 @@ def _stop_on_signals(job) -> None:
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def _print_shots(index_dir: str, video_id: int, as_json: bool = False) -> None:
-    from index.store import IndexStore
-
-    store = IndexStore(index_dir)
-    row = store.catalogue.video(video_id)
-    if row is None:
-        from .errors import NotFoundError
-        raise NotFoundError(f"no video with id {video_id} in {index_dir}")
-    shots = store.catalogue.shots(video_id)
+def _print_shots(idx, video_id: int, as_json: bool = False) -> None:
+    shots = idx.shots(video_id)
     if as_json:
-        print(json.dumps([{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
-                           "faces": s["n_faces"], "closed": bool(s["closed"])} for s in shots], indent=1))
+        print(json.dumps(shots, indent=1))
         return
+    row = idx.video(video_id)
     print(f"video {video_id}: {row['name']} ({row['status']})")
     print(f"{'shot':>5}  {'start':>12}  {'end':>12}  {'frames':>6}  {'faces':>5}")
     for s in shots:
-        print(f"{s['idx']:>5}  {hms(s['start_s'])}  {hms(s['end_s'])}  {s['n_frames']:>6}  {s['n_faces']:>5}"
+        print(f"{s['shot']:>5}  {hms(s['start_s'])}  {hms(s['end_s'])}  {s['frames']:>6}  {s['faces']:>5}"
               + ("" if s["closed"] else "  (open)"))
 
 
 def cmd_shots(args) -> int:
-    _print_shots(args.index, args.video, args.json)
+    from .api import open_index
+
+    with open_index(args.index) as idx:
+        _print_shots(idx, args.video, args.json)
     return 0
 
 
 def cmd_videos(args) -> int:
-    from index.store import IndexStore
+    from .api import open_index
 
-    store = IndexStore(args.index)
-    rows = store.catalogue.videos()
+    with open_index(args.index) as idx:
+        rows = idx.videos()
     if args.json:
-        print(json.dumps([{k: r[k] for k in ("id", "name", "source", "status", "duration_s", "indexed_until_s")}
-                          for r in rows], indent=1))
+        print(json.dumps(rows, indent=1))
         return 0
     for r in rows:
-        c = store.catalogue.counts(r["id"])
         print(f"{r['id']:>3}  {r['status']:<9}  {hms(r['indexed_until_s'])} / {hms(r['duration_s'])}  "
-              f"{c['shots']:>4} shots  {c['faces']:>5} faces  {r['name']}")
+              f"{r['shots']:>4} shots  {r['faces']:>5} faces  {r['name']}")
     return 0
 
 
 def cmd_query(args) -> int:
-    from index.store import IndexStore
-    from models.photo import load_photo
-
-    from .querying import QueryEngine
+    from .api import open_index
 
     cfg = _config_from_args(args)
     if args.thumbnails:
         writable_dir(args.thumbnails, "--thumbnails")
-    store = IndexStore(args.index)
-    photos = [(str(p), load_photo(p), None) for p in args.photos or []]
-    engine = QueryEngine(store, cfg)
-    doc, hits = engine.query(photos, character=args.character, video_id=args.video, features=args.features,
-                             use_both=args.both or None, top_k=args.top_k, fusion=args.fusion, limit=args.limit,
-                             expand=args.expand)
-    if args.thumbnails:
-        from .thumbnails import write_thumbnails
-        write_thumbnails(store, hits, args.thumbnails)
+    with open_index(args.index, cfg) as idx:
+        doc = idx.query(args.photos, character=args.character, video=args.video, features=args.features,
+                        both=args.both, top_k=args.top_k, fusion=args.fusion, limit=args.limit, expand=args.expand,
+                        thumbnails=args.thumbnails)
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
     for q in doc["queries"]:
         print(f"  {q['photo']}: {q['kind']} features ({q['feature']}){' - ' + q['note'] if q['note'] and q['note'] != 'face' else ''}",
               file=sys.stderr)
+    hits = doc["results"]
     print(f"{args.character or 'query'}: {len(hits)} shots (indexed until {hms(doc['indexed_until_s'])})")
     print(f"{'video':>5} {'shot':>5}  {'start':>12}  {'end':>12}  {'score':>8}  {'best frame':>12}  photos")
     for h in hits:
-        print(f"{h.video_id:>5} {h.shot:>5}  {hms(h.start_s)}  {hms(h.end_s)}  {h.score:8.4f}  {hms(h.best_frame_s)}  "
-              f"{', '.join(Path(p).name for p in h.photos)}")
+        print(f"{h['video']:>5} {h['shot']:>5}  {hms(h['start_s'])}  {hms(h['end_s'])}  {h['score']:8.4f}  "
+              f"{hms(h['best_frame_s'])}  {', '.join(Path(p).name for p in h['photos'])}")
     return 0
 
 
@@ -284,40 +266,21 @@ def cmd_serve(args) -> int:
 
 
 def cmd_cast(args) -> int:
-    from index.store import IndexStore
-
-    from .errors import InputError, NotFoundError
-    from .querying import QueryEngine
+    from .api import open_index
 
     if not args.index:
         raise InputError("cast: --index DIR is required")
     cfg = load_config(args.config)
     if args.action != "name" and args.sheets and not args.no_sheets:
         writable_dir(args.sheets, "--sheets")
-    store = IndexStore(args.index)
-    cast = QueryEngine(store, cfg).cast()
-    if args.action == "name":
-        cast.name(args.cluster, args.name)
-        print(f"cluster {args.cluster} is now '{args.name.strip()}'; find it with: "
-              f"castfinder query --index {args.index} --character \"{args.name.strip()}\"")
-        return 0
-    rows = [store.catalogue.video(args.video)] if args.video else store.catalogue.videos()
-    if args.video and rows[0] is None:
-        raise NotFoundError(f"no video with id {args.video}")
-    docs = []
-    for video in rows:
-        clusters = cast.current(video["id"], recluster=args.recluster)
-        sheets_dir = Path(args.sheets or Path(args.index) / "cast") / f"video{video['id']}"
-        if clusters and not args.no_sheets:
-            from .contact_sheet import cluster_sheet, overview_sheet
-            for cl in clusters:
-                p = cluster_sheet(store, cl, sheets_dir / f"cluster{cl['cluster']}.png")
-                cl["sheet"] = str(p) if p else None
-            overview = overview_sheet(store, clusters, sheets_dir / "cast.png")
-        else:
-            overview = None
-        docs.append({"video": video["id"], "name": video["name"], "status": video["status"], "clusters": clusters,
-                     "sheet": str(overview) if overview else None})
+    with open_index(args.index, cfg) as idx:
+        if args.action == "name":
+            idx.name_cluster(args.cluster, args.name)
+            print(f"cluster {args.cluster} is now '{args.name.strip()}'; find it with: "
+                  f"castfinder query --index {args.index} --character \"{args.name.strip()}\"")
+            return 0
+        docs = idx.cast(args.video, recluster=args.recluster,
+                        sheets=False if args.no_sheets else (args.sheets or True))  # default: INDEX/cast/
     if args.json:
         print(json.dumps(docs, indent=1))
         return 0
@@ -386,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
     ing.add_argument("--metrics-host", type=nonempty, default="127.0.0.1")
     ing.add_argument("--show-shots", action="store_true", help="print the shot table afterwards")
+    ing.add_argument("--json", action="store_true", help="print the summary as JSON")
     ing.set_defaults(func=cmd_ingest)
 
     sh = sub.add_parser("shots", help="list the shots of an indexed video")

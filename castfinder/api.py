@@ -1,0 +1,563 @@
+"""The Python API: one `Index` object over an index directory, for scripts and notebooks.
+
+    import castfinder
+    with castfinder.open_index("friends.idx") as idx:
+        idx.ingest("video.mp4")
+        found = idx.query(photos=["ross1.jpg", "ross2.jpg"])
+
+Every method returns the plain records the CLI prints with --json (`query` is exactly the documented
+query JSON), and every error is one of castfinder.errors. The CLI's ingest, query, videos, shots and
+cast commands go through this module; it wraps the pipeline, the store, the query engine and the cast
+and holds no logic of its own beyond checking arguments.
+
+Heavy modules (torch, FAISS, PyAV) are imported on first use, so `import castfinder` stays light."""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import functools
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import IndexBusyError, InputError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 2**63 - 1          # SQLite integers: a larger id cannot exist
+MAX_TOP_K = MAX_LIMIT = 100_000
+CLOSE_WAIT_S = 30.0         # close(): how long to wait for a stopped ingest to flush
+
+
+# --- argument checks: one line naming the argument, raised before any work ----------------------------
+def _flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{what} must be True or False, not {value!r}")
+    return value
+
+
+def _whole(value, what: str, lo: int, hi: int, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    # bool is an int in Python, and True as a video id is a bug in the caller
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{what} must be a whole number, not {value!r}")
+    if not lo <= value <= hi:
+        raise InputError(f"{what} {value} is out of range (allowed: {lo} to {hi})")
+    return value
+
+
+def _ident(value, what: str, allow_none: bool = False) -> int | None:
+    return _whole(value, what, 1, MAX_ID, allow_none)
+
+
+def _text(value, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _out_dir(value, what: str) -> Path:
+    from .cli import writable_dir  # the same check (created, proven writable) as the CLI's options
+    if not isinstance(value, (str, os.PathLike)):
+        raise InputError(f"{what} must be a folder path, not {type(value).__name__}")
+    return writable_dir(value, what)
+
+
+def _load_config(config, device: str | None, weights_dir: str | None):
+    from .config import Config, load_config, validate
+
+    overrides = {k: v for k, v in (("device", device), ("weights_dir", weights_dir)) if v is not None}
+    if isinstance(weights_dir, os.PathLike):
+        overrides["weights_dir"] = str(weights_dir)
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)  # the caller's object stays as it was
+        for key, value in overrides.items():
+            setattr(cfg.ingest, key, value)
+        return validate(cfg, "config")
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        raise InputError(f"config must be a preset name, a YAML path or a castfinder.config.Config, "
+                         f"not {type(config).__name__}")
+    return load_config(str(config) if config is not None else None, {"ingest": overrides} if overrides else None)
+
+
+# --- records: what the CLI prints with --json ---------------------------------------------------------
+def video_record(store, row) -> dict:
+    c = store.catalogue.counts(row["id"])
+    return {"id": row["id"], "name": row["name"], "source": row["source"], "status": row["status"],
+            "duration_s": row["duration_s"], "indexed_until_s": row["indexed_until_s"], "shots": c["shots"],
+            "frames": c["frames"], "faces": c["faces"], "vectors": c["vectors"], "error": row["error"]}
+
+
+def ingest_record(r, source: str) -> dict:
+    """An IngestResult as a plain dict (a span still damaged at the end of the file ends at None)."""
+    return {"video": r.video_id, "source": source, "status": r.status, "reused": r.reused, "shots": r.shots,
+            "frames": r.frames, "faces": r.faces, "vectors": r.vectors, "frames_decoded": r.frames_decoded,
+            "frames_sampled": r.frames_sampled, "frames_dropped": r.frames_dropped,
+            "indexed_until_s": round(r.indexed_until_s, 3), "wall_s": round(r.wall_s, 3),
+            "realtime_factor": round(r.realtime_factor, 3),
+            "damaged_spans": [[s, e if e is not None and math.isfinite(e) else None] for s, e in r.damaged_spans],
+            "warning": r.warning}
+
+
+# --- query photos -------------------------------------------------------------------------------------
+def _photo(item, i: int):
+    """A photo as the query engine takes it: (name, RGB array or the file's bytes, content digest or None)."""
+    from .querying import digest
+
+    label = f"photos[{i}]"
+    if isinstance(item, (str, os.PathLike)):
+        from models.photo import load_photo
+        return str(item), load_photo(item), None   # as the CLI: named by its path
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        return label, data, digest(data)            # decoded by the engine unless its vectors are cached
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from models.photo import MAX_PIXELS, MAX_SIDE
+    if isinstance(item, Image.Image):
+        item = np.asarray(ImageOps.exif_transpose(item).convert("RGB"))
+    if not isinstance(item, np.ndarray):
+        raise InputError(f"{label}: expected a file path, the file's bytes or an RGB array, not {type(item).__name__}")
+    if item.dtype != np.uint8:
+        raise InputError(f"{label}: expected uint8 pixels (0-255), not {item.dtype}")
+    if item.ndim == 2:
+        item = np.repeat(item[:, :, None], 3, axis=2)   # grey
+    if item.ndim != 3 or item.shape[2] not in (3, 4) or 0 in item.shape:
+        raise InputError(f"{label}: expected an H x W x 3 RGB array, not shape {item.shape}")
+    if item.shape[0] * item.shape[1] > MAX_PIXELS:
+        raise InputError(f"{label}: image too large ({item.shape[1]}x{item.shape[0]})")
+    image = np.ascontiguousarray(item[:, :, :3])
+    if max(image.shape[:2]) > MAX_SIDE:  # scaled down as a photo file is (detection does not need more)
+        im = Image.fromarray(image)
+        im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        image = np.asarray(im).copy()
+    return label, image, digest(image.tobytes() + str(image.shape).encode())
+
+
+def _photos(photos) -> list:
+    if photos is None:
+        return []
+    # one photo passed on its own (a path string would otherwise be read as a list of characters)
+    if isinstance(photos, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(photos, "shape") \
+            or type(photos).__module__.startswith("PIL."):
+        photos = [photos]
+    try:
+        items = list(photos)
+    except TypeError:
+        raise InputError(f"photos must be a list of paths, bytes or RGB arrays, not {type(photos).__name__}") from None
+    return [_photo(p, i) for i, p in enumerate(items)]
+
+
+def _clear_errors(method):
+    """SQLite errors from below (a catalogue damaged or unwritable mid-call) become the castfinder error
+    the CLI prints, so callers only ever catch castfinder.errors."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            from index.catalogue import storage_error
+            raise storage_error(exc, self.path / "catalogue.sqlite") from None
+    return wrapper
+
+
+# --- ingest -------------------------------------------------------------------------------------------
+class Ingest:
+    """An ingest started by `Index.start_ingest`. It runs in a thread of its own; the index can be
+    searched meanwhile. `wait()` returns the summary `Index.ingest` returns; `stop()` stops it cleanly
+    (closed shots saved; a file's next ingest resumes from the shot that was open)."""
+
+    def __init__(self, index: "Index", job, source: str):
+        self._index, self.job, self.source = index, job, source
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._summary: dict | None = None
+
+    @property
+    def video(self) -> int:
+        return self.job.video_id
+
+    @property
+    def is_live(self) -> bool:
+        return self.job.info.is_live
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.job.info.duration_s
+
+    @property
+    def status(self) -> str:
+        return self.job.status
+
+    @property
+    def indexed_until_s(self) -> float:
+        return self.job.indexed_until
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    def start(self) -> "Ingest":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"cf-api-ingest-{self.video}", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._summary = ingest_record(self.job.run(), self.source)
+        except BaseException as exc:  # handed to whoever waits
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        self.job.stop()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The summary once the ingest has ended (re-raises its error); TimeoutError after `timeout` s."""
+        if self._thread is None:
+            raise InputError("this ingest has not been started: call start() first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # short waits: Ctrl-C and signal handlers of the waiting thread run at once
+        while not self._done.wait(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"video {self.video} is still being ingested after {timeout:g} s")
+        if self._error is not None:
+            raise self._error
+        return dict(self._summary)
+
+    def __repr__(self) -> str:
+        return f"<castfinder.Ingest video={self.video} {self.status} until {self.indexed_until_s:.1f} s: {self.source}>"
+
+
+# --- the index ----------------------------------------------------------------------------------------
+_OPEN: "weakref.WeakSet[Index]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """A script that ends with an ingest still running stops it cleanly rather than cutting it off."""
+    for index in list(_OPEN):
+        try:
+            index.close()
+        except Exception as exc:  # exiting anyway
+            log.warning("closing %s: %s", index.path, exc)
+
+
+def open_index(path: str | os.PathLike, config=None, writable: bool | None = None, device: str | None = None,
+               weights_dir: str | os.PathLike | None = None) -> "Index":
+    """Open the index directory `path` (created by the first ingest).
+
+    config: a preset name in configs/, a YAML path, or a castfinder.config.Config (default: "default").
+    writable: None (default) reads, and takes the writer lock on the first call that writes (ingest,
+    name_cluster, cast of a finished video) until close(); True takes it now (IndexBusyError when
+    another process writes the index); False never writes. Reading works while another process writes.
+    device: "auto", "cpu" or "cuda" for the models; weights_dir: local weights for hub models."""
+    return Index(path, config=config, writable=writable, device=device, weights_dir=weights_dir)
+
+
+class Index:
+    """An index directory. Models are loaded once, on first use (ingest and query models separately,
+    as the CLI's commands load them). Safe to use from several threads."""
+
+    def __init__(self, path, config=None, writable: bool | None = None, device: str | None = None,
+                 weights_dir=None):
+        if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            raise InputError(f"index path must be a folder path, not {path!r}")
+        if writable not in (None, True, False):
+            raise InputError(f"writable must be None, True or False, not {writable!r}")
+        self.path = Path(path)
+        self.config = _load_config(config, device, weights_dir)
+        self._writable = writable
+        self._lock = threading.RLock()          # the store and the query engine
+        self._ingest_lock = threading.Lock()    # one ingest set up at a time (model loading)
+        self._store = None
+        self._engine_ = None
+        self._models = None                     # the ingest models
+        self._ingests: list[Ingest] = []
+        self._closed = False
+        try:
+            if writable:
+                self._open_writer()
+            elif writable is False or (self.path / "catalogue.sqlite").exists():
+                self._open_reader()  # a damaged catalogue is reported now
+            elif self.path.exists() and not self.path.is_dir():
+                raise InputError(f"{self.path}: exists and is not a directory")
+        except sqlite3.Error as exc:
+            from index.catalogue import storage_error
+            raise storage_error(exc, self.path / "catalogue.sqlite") from None
+        _OPEN.add(self)
+
+    # --- the store: a reader until something must be written --------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError(f"{self.path}: this index has been closed")
+
+    def _open_reader(self):
+        from index.store import IndexStore
+        with self._lock:
+            self._check_open()
+            if self._store is None:
+                self._store = IndexStore(self.path)  # NotFoundError when there is no index yet
+            return self._store
+
+    def _open_writer(self, what: str = "write it", kind: str | None = None):
+        from index.store import IndexStore
+        with self._lock:
+            self._check_open()
+            if self._store is not None and self._store.writable:
+                return self._store
+            if self._writable is False:
+                raise InputError(f"{self.path}: cannot {what}: the index was opened with writable=False")
+            # an index keeps the FAISS kind it was made with unless an ingest says otherwise (as the CLI)
+            if kind is None:
+                kind = self._store.kind if self._store is not None else self.config.ingest.index_kind
+            # the reader is dropped, not closed: a query on another thread may still be using it
+            self._store = IndexStore(self.path, writable=True, kind=kind)
+            return self._store
+
+    def _engine(self):
+        store = self._open_reader()
+        with self._lock:
+            if self._engine_ is None or self._engine_.store is not store:
+                from .querying import QueryEngine
+                engine = QueryEngine(store, self.config)
+                if self._engine_ is not None:  # reader became writer: keep the models already loaded
+                    engine._models.update(self._engine_._models)
+                self._engine_ = engine
+            return self._engine_
+
+    @property
+    def writable(self) -> bool:
+        """Whether this Index holds the writer lock now."""
+        return self._store is not None and self._store.writable
+
+    # --- ingest -----------------------------------------------------------------------------------
+    @_clear_errors
+    def start_ingest(self, source: str | os.PathLike, force: bool = False,
+                     progress: Callable[[dict], Any] | None = None, start: bool = True) -> Ingest:
+        """Open `source` (a file, rtsp://, http(s)://, udp://, or "-" for stdin), load the models, create
+        or find its video and start ingesting it in a thread; returns at once with an `Ingest`.
+        A file already indexed is reused unless force=True; one that was stopped resumes.
+        progress(dict) is called from the ingest thread with indexed_until_s, realtime_factor,
+        duration_s, frames_decoded and vectors. start=False returns it prepared but not running
+        (call .start()), e.g. to install signal handlers first."""
+        if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+            raise InputError(f"source must be a file path or a URL, not {source!r}")
+        source, force = str(source), _flag(force, "force")
+        if progress is not None and not callable(progress):
+            raise InputError("progress must be a function taking a dict, or None")
+        store = self._open_writer("ingest", kind=None if self.writable else self.config.ingest.index_kind)
+        from stream.pipeline import IngestJob, Models, fingerprint
+
+        from .ingest_manager import record_media
+
+        with self._ingest_lock:
+            row = store.catalogue.find_video(fingerprint(source))
+            if row is not None and any(r.running and r.video == row["id"] for r in self._ingests):
+                raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
+            # the source is opened first: bad input is reported before seconds of model loading
+            job = IngestJob(source, store, self.config.ingest, None, force=force, progress=progress,
+                            cast=self.config.cast)
+            try:
+                if self._models is None:
+                    self._models = Models(self.config.ingest)
+                job.models = self._models
+                job.prepare()
+                record_media(store, job.video_id, source)  # playback and thumbnails read only this very file
+            except BaseException:
+                job.decoder.close()
+                raise
+            run = Ingest(self, job, source)
+            self._ingests = [r for r in self._ingests if r.running] + [run]
+        return run.start() if start else run
+
+    def ingest(self, source: str | os.PathLike, force: bool = False,
+               progress: Callable[[dict], Any] | None = None) -> dict:
+        """Ingest `source` to its end (a live one: until stop() or Ctrl-C) and return the summary:
+        video, status, reused, shots, frames, faces, vectors, frames decoded/sampled/dropped,
+        indexed_until_s, wall_s, realtime_factor, damaged_spans, warning (e.g. the file ended early).
+        Ctrl-C stops it cleanly (closed shots saved) and raises KeyboardInterrupt."""
+        run = self.start_ingest(source, force=force, progress=progress)
+        try:
+            return run.wait()
+        except KeyboardInterrupt:
+            run.stop()
+            try:
+                run.wait(CLOSE_WAIT_S)
+            except Exception:  # interrupted is what the caller hears about
+                pass
+            raise
+
+    def stop(self) -> None:
+        """Stop every ingest this Index is running (each saves its closed shots)."""
+        for run in list(self._ingests):
+            if run.running:
+                run.stop()
+
+    # --- reading ----------------------------------------------------------------------------------
+    @_clear_errors
+    def videos(self) -> list[dict]:
+        """Every video: id, name, source, status, duration_s, indexed_until_s, counts, error."""
+        store = self._open_reader()
+        return [video_record(store, r) for r in store.catalogue.videos()]
+
+    @_clear_errors
+    def video(self, video: int) -> dict:
+        video = _ident(video, "video")
+        store = self._open_reader()
+        row = store.catalogue.video(video)
+        if row is None:
+            raise NotFoundError(f"no video with id {video} in {self.path}")
+        return video_record(store, row)
+
+    @_clear_errors
+    def shots(self, video: int) -> list[dict]:
+        """The shots of a video: shot, start_s, end_s, frames, faces, closed."""
+        self.video(video)
+        return [{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
+                 "faces": s["n_faces"], "closed": bool(s["closed"])} for s in self._open_reader().catalogue.shots(video)]
+
+    @_clear_errors
+    def query(self, photos=None, character: str | None = None, video: int | None = None,
+              features: str | None = None, both: bool | None = None, top_k: int | None = None,
+              fusion: str | None = None, limit: int | None = None, expand: bool = False,
+              thumbnails: str | os.PathLike | None = None) -> dict:
+        """Find the shots where a character appears. photos: file paths, the files' bytes, RGB uint8
+        arrays (H x W x 3) or PIL images; none: `character` names a cast cluster. Returns the query JSON
+        (README: Querying): character, video, indexed_until_s, fusion, queries, results. Options as the
+        CLI's: features "face=NAME,frame=NAME", both, top_k (1-100000), fusion, limit (0 = all),
+        expand; thumbnails: a folder for one JPEG per result (video<V>_shot<NNNN>.jpg)."""
+        from index.fusion import METHODS
+
+        character = _text(character, "character")
+        video = _ident(video, "video", allow_none=True)
+        features = _text(features, "features")
+        both = None if both is None else _flag(both, "both")
+        top_k = _whole(top_k, "top_k", 1, MAX_TOP_K)
+        limit = _whole(limit, "limit", 0, MAX_LIMIT)
+        expand = _flag(expand, "expand")
+        if fusion is not None and fusion not in METHODS:
+            raise InputError(f"unknown fusion {fusion!r} (known: {', '.join(METHODS)})")
+        if thumbnails is not None:
+            thumbnails = _out_dir(thumbnails, "thumbnails")
+        store = self._open_reader()
+        decoded = _photos(photos)
+        engine = self._engine()
+        if not store.writable:
+            store.refresh()  # vectors another process committed since the last query
+        # both=False means the preset's choice, as an absent --both does
+        doc, hits = engine.query(decoded, character=character, video_id=video, features=features,
+                                 use_both=both or None, top_k=top_k, fusion=fusion, limit=limit, expand=expand)
+        if thumbnails is not None:
+            from .thumbnails import write_thumbnails
+            write_thumbnails(store, hits, thumbnails)
+        return doc
+
+    # --- the cast ---------------------------------------------------------------------------------
+    def _cast_store(self, recluster: bool):
+        if self.writable:
+            return self._store
+        if recluster:
+            return self._open_writer("recluster the cast")
+        if self._writable is False:
+            return self._open_reader()
+        try:  # a finished video's cast is built (and stored) on first look
+            return self._open_writer("build the cast")
+        except IndexBusyError:  # another process writes: show the clusters as it left them
+            return self._open_reader()
+
+    @_clear_errors
+    def cast(self, video: int | None = None, recluster: bool = False, sheets: bool | str | os.PathLike = False) -> list[dict]:
+        """The characters found without photos, per video (all, or one): video, name, status, clusters
+        (cluster, name, tracks, shots, screen_time_s, first_s, threshold, faces), sheet. recluster runs
+        the batch clustering again (names are kept). sheets=True writes contact sheets under
+        INDEX/cast/video<N>/, a path writes them there."""
+        video = _ident(video, "video", allow_none=True)
+        recluster = _flag(recluster, "recluster")
+        if not isinstance(sheets, bool):
+            sheets = _out_dir(sheets, "sheets")
+        store = self._cast_store(recluster)
+        if sheets is True:
+            sheets = store.dir / "cast"
+        cast = self._engine().cast()
+        rows = [store.catalogue.video(video)] if video else store.catalogue.videos()
+        if video and rows[0] is None:
+            raise NotFoundError(f"no video with id {video}")
+        docs = []
+        for row in rows:
+            vid = row["id"]
+            clusters = cast.current(vid, recluster=recluster) if store.writable else cast.clusters(vid)
+            overview = None
+            if clusters and sheets:
+                from .contact_sheet import cluster_sheet, overview_sheet
+                folder = Path(sheets) / f"video{vid}"
+                for cl in clusters:
+                    p = cluster_sheet(store, cl, folder / f"cluster{cl['cluster']}.png")
+                    cl["sheet"] = str(p) if p else None
+                overview = overview_sheet(store, clusters, folder / "cast.png")
+            docs.append({"video": vid, "name": row["name"], "status": row["status"], "clusters": clusters,
+                         "sheet": str(overview) if overview else None})
+        return docs
+
+    @_clear_errors
+    def name_cluster(self, cluster: int, name: str) -> dict:
+        """Name a cast cluster; then query(character=name) finds it without photos. NameTakenError when
+        another cluster has that name."""
+        cluster = _ident(cluster, "cluster")
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("a cluster name must be a non-empty string")
+        store = self._open_writer("name a cluster")
+        self._engine().cast().name(cluster, name)
+        row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster,)).fetchone()
+        return {"cluster": cluster, "video": row[0], "name": name.strip()}
+
+    # --- lifetime ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop running ingests (closed shots saved), save the FAISS checkpoints, release the writer lock."""
+        if self._closed:
+            return
+        self.stop()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        for run in list(self._ingests):
+            if run._thread is not None:
+                run._thread.join(max(0.0, deadline - time.monotonic()))
+                if run.running:
+                    log.warning("ingest of video %s did not stop in %.0f s; it resumes from its last closed shot",
+                                run.video, CLOSE_WAIT_S)
+            else:
+                run.job.decoder.close()  # prepared, never started
+        with self._lock:
+            self._closed = True
+            store, self._store, self._engine_ = self._store, None, None
+        _OPEN.discard(self)
+        if store is not None:
+            try:
+                store.close()
+            except sqlite3.Error as exc:
+                from index.catalogue import storage_error
+                raise storage_error(exc, self.path / "catalogue.sqlite") from None
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("writer" if self.writable else "reader")
+        return f"<castfinder.Index {str(self.path)!r} ({state}, config {self.config.name!r})>"
+
+
+__all__ = ["open_index", "Index", "Ingest"]
