@@ -22,14 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from castfinder.config import load_config  # noqa: E402
-from index.store import IndexStore  # noqa: E402
-from stream import metrics as M  # noqa: E402
-from stream.decode import VideoDecoder  # noqa: E402
-from stream.dedup import ConsecutiveDeduplicator  # noqa: E402
-from stream.pipeline import IngestJob, Models  # noqa: E402
-from stream.sampling import ShotSampler  # noqa: E402
-from stream.shots import FrameInShot, ShotSegmenter  # noqa: E402
+from castfinder.core.config import load_config  # noqa: E402
+from castfinder.index.store import IndexStore  # noqa: E402
+from castfinder.stream import metrics as M  # noqa: E402
+from castfinder.stream.decode import VideoDecoder  # noqa: E402
+from castfinder.stream.dedup import ConsecutiveDeduplicator  # noqa: E402
+from castfinder.stream.pipeline import IngestJob, Models  # noqa: E402
+from castfinder.stream.sampling import ShotSampler  # noqa: E402
+from castfinder.stream.shots import FrameInShot, ShotSegmenter  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dev"
 

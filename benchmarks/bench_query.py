@@ -35,13 +35,13 @@ DEV = ROOT.parent / "shared" / "data" / "dev"
 
 
 def build_index(directory: Path, n_vectors: int, real: np.ndarray, seed: int = 0) -> None:
-    from index.store import IndexStore
-    from models.base import Face
+    from castfinder.index.store import IndexStore
+    from castfinder.models.base import Face
 
     rng = np.random.default_rng(seed)
     store = IndexStore(directory, writable=True)
-    from castfinder.config import load_config
-    from stream.decode import SourceInfo
+    from castfinder.core.config import load_config
+    from castfinder.stream.decode import SourceInfo
     info = SourceInfo("synthetic", False, n_vectors / 2 / 5.0, 25.0, 640, 360, 640, 360)
     vid = store.catalogue.create_video("synthetic", "synthetic", "synthetic film", info, {})
     frames, faces_per_frame, per_shot = n_vectors // 2, 2, 50
@@ -68,10 +68,10 @@ def percentiles(samples: list[float]) -> dict:
 
 
 def latency(index_dir: Path, queries, runs: int) -> dict:
-    from index.search import search_shots
-    from index.store import IndexStore
-    from index.vector_store import FeatureIndex
-    from index.fusion import warm_up
+    from castfinder.index.search import search_shots
+    from castfinder.index.store import IndexStore
+    from castfinder.index.vector_store import FeatureIndex
+    from castfinder.index.fusion import warm_up
 
     warm_up()
     out = {}
@@ -133,10 +133,10 @@ def cold_query_server(index_dir: Path, photos: list[Path]) -> dict:
 
 
 def freshness_file(clip: Path) -> dict:
-    from castfinder.config import load_config
-    from index.store import IndexStore
-    from stream import metrics as M
-    from stream.pipeline import IngestJob, Models
+    from castfinder.core.config import load_config
+    from castfinder.index.store import IndexStore
+    from castfinder.stream import metrics as M
+    from castfinder.stream.pipeline import IngestJob, Models
 
     cfg = load_config("default").ingest
     lags = []
@@ -208,11 +208,11 @@ def main() -> None:
         print(json.dumps(report, indent=1))
         return
 
-    from castfinder.config import load_config
-    from index.search import photo_vectors
-    from index.store import IndexStore
-    from models.photo import load_photo
-    from stream.pipeline import IngestJob, Models
+    from castfinder.core.config import load_config
+    from castfinder.index.search import photo_vectors
+    from castfinder.index.store import IndexStore
+    from castfinder.models.photo import load_photo
+    from castfinder.stream.pipeline import IngestJob, Models
 
     report = {}
     cfg = load_config("default").ingest

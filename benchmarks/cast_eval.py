@@ -31,8 +31,8 @@ VARIANTS = [("ducros", "none"), ("ducros", "wccn"), ("ducros", "lda"),
 
 
 def ref_vectors(clip, models) -> dict[str, np.ndarray]:
-    from index.search import photo_vectors
-    from models.photo import load_photo
+    from castfinder.index.search import photo_vectors
+    from castfinder.models.photo import load_photo
     out = {}
     for name, photos in clip.characters.items():
         qs = photo_vectors([(str(p), load_photo(p)) for p in photos], models.detector, models.face[0], None)
@@ -45,7 +45,7 @@ def ref_vectors(clip, models) -> dict[str, np.ndarray]:
 def open_index(ev, cfg, clip, indexes: list[Path]):
     """(store, video id): an index `castfinder eval` built (found by its digest folder or by clip
     name under one of --indexes), else ingest the clip."""
-    from index.store import IndexStore
+    from castfinder.index.store import IndexStore
     for root in indexes:
         digest_dir = root / "indexes" / ev.index_dir(cfg, clip).parent.name / clip.name
         for d in (digest_dir, root / clip.name):
@@ -57,12 +57,12 @@ def open_index(ev, cfg, clip, indexes: list[Path]):
 
 
 def evaluate_clip(store, vid, clip, cfg, models, variants, sheets: Path | None = None) -> list[dict]:
-    from index import face_metric
-    from index.cast import Cast
-    from index.cast_eval import (bcubed, cast_f1, cluster_true_shots, label_tracks, sklearn_agglomerative, sklearn_dbscan,
+    from castfinder.index import face_metric
+    from castfinder.index.cast import Cast, params_from_config
+    from castfinder.index.cast_eval import (bcubed, cast_f1, cluster_true_shots, label_tracks, sklearn_agglomerative, sklearn_dbscan,
                                  track_true_shots)
     base = Cast.__new__(Cast)  # read-only: no schema writes on a shared index
-    base.store, base.cat, base.p = store, store.catalogue, cfg.cast.params(models.face[0].name)
+    base.store, base.cat, base.p = store, store.catalogue, params_from_config(cfg.cast, models.face[0].name)
     rows, vecs = base.tracks(vid)
     truth = clip.truth
     spans = {r["idx"]: (r["start_s"], r["end_s"])
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--sheets", action="store_true", help="write each clip's cast overview for every variant")
     args = ap.parse_args()
 
-    from castfinder.config import load_config
+    from castfinder.core.config import load_config
     from castfinder.evaluate import Evaluator
 
     cfg = load_config(args.config)

@@ -13,12 +13,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from castfinder.config import load_config  # noqa: E402
-from index.evaluation import average_precision, map_to_true, relevant_shots  # noqa: E402
-from index.search import photo_vectors, search_shots  # noqa: E402
-from index.store import IndexStore  # noqa: E402
-from models.photo import load_photo  # noqa: E402
-from stream.pipeline import IngestJob, Models  # noqa: E402
+from castfinder.core.config import load_config  # noqa: E402
+from castfinder.index.evaluation import average_precision, map_to_true, relevant_shots  # noqa: E402
+from castfinder.index.search import photo_vectors, search_shots  # noqa: E402
+from castfinder.index.store import IndexStore  # noqa: E402
+from castfinder.models.photo import load_photo  # noqa: E402
+from castfinder.stream.pipeline import IngestJob, Models  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "dev"
 

@@ -25,13 +25,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from castfinder.config import load_config  # noqa: E402
-from index.store import IndexStore  # noqa: E402
-from models.mtcnn_detector import MTCNNDetector  # noqa: E402
-from models.registry import make_face_embedder, make_frame_embedder  # noqa: E402
-from stream import metrics as M  # noqa: E402
-from stream.decode import VideoDecoder  # noqa: E402
-from stream.pipeline import IngestJob, Models  # noqa: E402
+from castfinder.core.config import load_config  # noqa: E402
+from castfinder.index.store import IndexStore  # noqa: E402
+from castfinder.models.mtcnn_detector import MTCNNDetector  # noqa: E402
+from castfinder.models.registry import make_face_embedder, make_frame_embedder  # noqa: E402
+from castfinder.stream import metrics as M  # noqa: E402
+from castfinder.stream.decode import VideoDecoder  # noqa: E402
+from castfinder.stream.pipeline import IngestJob, Models  # noqa: E402
 
 
 def sample_frames(path: Path, n: int = 24) -> list[np.ndarray]:

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from index.evaluation import cut_precision_recall  # noqa: E402
-from stream.decode import VideoDecoder, VideoFrame  # noqa: E402
-from stream.shots import ShotClosed, ShotSegmenter  # noqa: E402
+from castfinder.index.evaluation import cut_precision_recall  # noqa: E402
+from castfinder.stream.decode import VideoDecoder, VideoFrame  # noqa: E402
+from castfinder.stream.shots import ShotClosed, ShotSegmenter  # noqa: E402
 
 OLD = "content:20:0.5"
 NEW = "hybrid:20:0.3"

@@ -6,7 +6,7 @@
         found = idx.query(photos=["ross1.jpg", "ross2.jpg"])
 
 Every method returns the plain records the CLI prints with --json (`query` is exactly the documented
-query JSON), and every error is one of castfinder.errors. The CLI's ingest, query, videos, shots and
+query JSON), and every error is one of castfinder.core.errors. The CLI's ingest, query, videos, shots and
 cast commands go through this module; it wraps the pipeline, the store, the query engine and the cast
 and holds no logic of its own beyond checking arguments.
 
@@ -27,7 +27,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import IndexBusyError, InputError, NotFoundError
+from .core.errors import IndexBusyError, InputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _out_dir(value, what: str) -> Path:
 
 
 def _load_config(config, device: str | None, weights_dir: str | None):
-    from .config import Config, load_config, validate
+    from .core.config import Config, load_config, validate
 
     overrides = {k: v for k, v in (("device", device), ("weights_dir", weights_dir)) if v is not None}
     if isinstance(weights_dir, os.PathLike):
@@ -83,7 +83,7 @@ def _load_config(config, device: str | None, weights_dir: str | None):
             setattr(cfg.ingest, key, value)
         return validate(cfg, "config")
     if config is not None and not isinstance(config, (str, os.PathLike)):
-        raise InputError(f"config must be a preset name, a YAML path or a castfinder.config.Config, "
+        raise InputError(f"config must be a preset name, a YAML path or a castfinder.core.config.Config, "
                          f"not {type(config).__name__}")
     return load_config(str(config) if config is not None else None, {"ingest": overrides} if overrides else None)
 
@@ -114,7 +114,7 @@ def _photo(item, i: int):
 
     label = f"photos[{i}]"
     if isinstance(item, (str, os.PathLike)):
-        from models.photo import load_photo
+        from castfinder.models.photo import load_photo
         return str(item), load_photo(item), None   # as the CLI: named by its path
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
@@ -122,7 +122,7 @@ def _photo(item, i: int):
     import numpy as np
     from PIL import Image, ImageOps
 
-    from models.photo import MAX_PIXELS, MAX_SIDE
+    from castfinder.models.photo import MAX_PIXELS, MAX_SIDE
     if isinstance(item, Image.Image):
         item = np.asarray(ImageOps.exif_transpose(item).convert("RGB"))
     if not isinstance(item, np.ndarray):
@@ -159,13 +159,13 @@ def _photos(photos) -> list:
 
 def _clear_errors(method):
     """SQLite errors from below (a catalogue damaged or unwritable mid-call) become the castfinder error
-    the CLI prints, so callers only ever catch castfinder.errors."""
+    the CLI prints, so callers only ever catch castfinder.core.errors."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
-            from index.catalogue import storage_error
+            from castfinder.index.catalogue import storage_error
             raise storage_error(exc, self.path / "catalogue.sqlite") from None
     return wrapper
 
@@ -259,7 +259,7 @@ def open_index(path: str | os.PathLike, config=None, writable: bool | None = Non
                weights_dir: str | os.PathLike | None = None) -> "Index":
     """Open the index directory `path` (created by the first ingest).
 
-    config: a preset name in configs/, a YAML path, or a castfinder.config.Config (default: "default").
+    config: a preset name in configs/, a YAML path, or a castfinder.core.config.Config (default: "default").
     writable: None (default) reads, and takes the writer lock on the first call that writes (ingest,
     name_cluster, cast of a finished video) until close(); True takes it now (IndexBusyError when
     another process writes the index); False never writes. Reading works while another process writes.
@@ -295,7 +295,7 @@ class Index:
             elif self.path.exists() and not self.path.is_dir():
                 raise InputError(f"{self.path}: exists and is not a directory")
         except sqlite3.Error as exc:
-            from index.catalogue import storage_error
+            from castfinder.index.catalogue import storage_error
             raise storage_error(exc, self.path / "catalogue.sqlite") from None
         _OPEN.add(self)
 
@@ -305,7 +305,7 @@ class Index:
             raise InputError(f"{self.path}: this index has been closed")
 
     def _open_reader(self):
-        from index.store import IndexStore
+        from castfinder.index.store import IndexStore
         with self._lock:
             self._check_open()
             if self._store is None:
@@ -313,7 +313,7 @@ class Index:
             return self._store
 
     def _open_writer(self, what: str = "write it", kind: str | None = None):
-        from index.store import IndexStore
+        from castfinder.index.store import IndexStore
         with self._lock:
             self._check_open()
             if self._store is not None and self._store.writable:
@@ -359,7 +359,7 @@ class Index:
         if progress is not None and not callable(progress):
             raise InputError("progress must be a function taking a dict, or None")
         store = self._open_writer("ingest", kind=None if self.writable else self.config.ingest.index_kind)
-        from stream.pipeline import IngestJob, Models, fingerprint
+        from castfinder.stream.pipeline import IngestJob, Models, fingerprint
 
         from .ingest_manager import record_media
 
@@ -439,7 +439,7 @@ class Index:
         (README: Querying): character, video, indexed_until_s, fusion, queries, results. Options as the
         CLI's: features "face=NAME,frame=NAME", both, top_k (1-100000), fusion, limit (0 = all),
         expand; thumbnails: a folder for one JPEG per result (video<V>_shot<NNNN>.jpg)."""
-        from index.fusion import METHODS
+        from castfinder.index.fusion import METHODS
 
         character = _text(character, "character")
         video = _ident(video, "video", allow_none=True)
@@ -546,7 +546,7 @@ class Index:
             try:
                 store.close()
             except sqlite3.Error as exc:
-                from index.catalogue import storage_error
+                from castfinder.index.catalogue import storage_error
                 raise storage_error(exc, self.path / "catalogue.sqlite") from None
 
     def __enter__(self) -> "Index":

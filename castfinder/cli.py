@@ -13,8 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import load_config
-from .errors import CastfinderError, InputError
+from .core.config import load_config
+from .core.errors import CastfinderError, InputError
 from .timefmt import hms
 
 log = logging.getLogger("castfinder")
@@ -129,7 +129,7 @@ def _config_from_args(args):
 
 
 def cmd_ingest(args) -> int:
-    from stream.metrics import start_metrics_server
+    from castfinder.stream.metrics import start_metrics_server
 
     from .api import open_index
 
@@ -333,7 +333,7 @@ def cmd_eval_faces(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from index.fusion import METHODS
+    from castfinder.index.fusion import METHODS
 
     p = _Parser(prog="castfinder", description="Find movie characters in streaming video.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"castfinder: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except sqlite3.Error as exc:  # the catalogue failed somewhere below: damaged, read-only, locked
-        from index.catalogue import storage_error
+        from castfinder.index.catalogue import storage_error
         err = storage_error(exc, Path(getattr(args, "index", None) or ".") / "catalogue.sqlite")
         print(f"castfinder: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -20,7 +20,7 @@ def read_frames(source: str, width: int, times) -> dict[float, np.ndarray]:
     Opening the video once per face, as before, decoded from the keyframe before every face again
     (friends: ~150 frames a face, 1-2.6 s a sheet), so a cast view of several sheets loaded slowly
     and the last ones showed empty for many seconds. A source that cannot be read gives {}."""
-    from stream.decode import VideoDecoder
+    from castfinder.stream.decode import VideoDecoder
     pending = sorted({float(t) for t in times})
     out: dict[float, np.ndarray] = {}
     if not pending:

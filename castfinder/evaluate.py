@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, map_to_true, ranx_metrics,
+from castfinder.index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, map_to_true, ranx_metrics,
                               relevant_shots)
 
-from .config import Config, load_config
-from .errors import CastfinderError, InputError
+from .core.config import Config, load_config
+from .core.errors import CastfinderError, InputError
 
 KS = (1, 5, 10, 20)
 # settings that change what is indexed (the rest only change speed)
@@ -71,7 +71,7 @@ class Evaluator:
         return self.out / "indexes" / digest / clip.name
 
     def models(self, cfg: Config):
-        from stream.pipeline import Models
+        from castfinder.stream.pipeline import Models
         key = json.dumps({f: getattr(cfg.ingest, f) for f in ("face_embedders", "frame_embedders", "mtcnn_thresholds",
                                                                "min_face_prob", "min_face_px", "device", "small_face_px",
                                                                "face_flip")}, sort_keys=True)
@@ -80,8 +80,8 @@ class Evaluator:
         return self._models[key]
 
     def ingest(self, cfg: Config, clip: Clip):
-        from index.store import IndexStore
-        from stream.pipeline import IngestJob
+        from castfinder.index.store import IndexStore
+        from castfinder.stream.pipeline import IngestJob
         directory = self.index_dir(cfg, clip)
         store = IndexStore(directory, writable=True, kind=cfg.ingest.index_kind)
         t0 = time.monotonic()
@@ -97,8 +97,8 @@ class Evaluator:
 
     # --- querying -------------------------------------------------------------------------------
     def photo_vectors(self, cfg: Config, clip: Clip, character: str, face: str | None, frame: str | None):
-        from index.search import photo_vectors
-        from models.photo import load_photo
+        from castfinder.index.search import photo_vectors
+        from castfinder.models.photo import load_photo
         key = (clip.name, character, face, frame, cfg.query.use_both, tuple(cfg.ingest.mtcnn_thresholds), cfg.ingest.face_flip,
                cfg.query.lenient_photos)
         if key not in self._vectors:
@@ -111,7 +111,7 @@ class Evaluator:
         return self._vectors[key]
 
     def _track_vectors(self, store, vectors):
-        from index.track_vectors import TrackVectors
+        from castfinder.index.track_vectors import TrackVectors
         feature = next((v.feature for v in vectors if v.kind == "face"), None)
         if feature is None:
             return None
@@ -123,7 +123,7 @@ class Evaluator:
 
     def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None,
                track_weight: float = 0.0, scene_feature: str | None = None) -> list[int]:
-        from index.search import search_shots
+        from castfinder.index.search import search_shots
         if expand_with is not None:
             vectors = expand_with.expand(vectors, video_id)
         hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id,
@@ -186,8 +186,8 @@ class Evaluator:
 
     def cast_f1(self, cfg: Config, clip: Clip, store, vid) -> dict:
         """Cast F1 of the clip's characters with photos (index/cast_eval.py), on the batch clusters."""
-        from index.cast_eval import cast_f1
-        from index.evaluation import true_shot_at
+        from castfinder.index.cast_eval import cast_f1
+        from castfinder.index.evaluation import true_shot_at
 
         from .querying import QueryEngine
         clusters = QueryEngine(store, cfg).cast().current(vid)
@@ -215,7 +215,7 @@ class Evaluator:
         return rows
 
     def ablation(self, base: Config) -> list[dict]:
-        from models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS
+        from castfinder.models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS
         rows = [("default", {}, {})]
         for name in FACE_EMBEDDERS:
             if name not in base.ingest.face_embedders:
@@ -353,10 +353,10 @@ def eval_faces(pairs_dir: str, weights_dir: str | None = None, log=print) -> lis
     """Verification accuracy at the best threshold and ROC AUC, per installed face embedder."""
     import csv
 
-    from index.verification import best_threshold_accuracy, roc_auc
-    from models.mtcnn_detector import MTCNNDetector
-    from models.photo import largest_face, load_photo
-    from models.registry import FACE_EMBEDDERS, make_face_embedder
+    from castfinder.index.verification import best_threshold_accuracy, roc_auc
+    from castfinder.models.mtcnn_detector import MTCNNDetector
+    from castfinder.models.photo import largest_face, load_photo
+    from castfinder.models.registry import FACE_EMBEDDERS, make_face_embedder
 
     d = Path(pairs_dir)
     csv_path = d / "master.csv"

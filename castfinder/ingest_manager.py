@@ -8,12 +8,12 @@ import stat
 import threading
 import time
 
-from index.store import IndexStore
-from stream import metrics as M
-from stream.pipeline import IngestJob, Models, fingerprint
+from castfinder.index.store import IndexStore
+from castfinder.stream import metrics as M
+from castfinder.stream.pipeline import IngestJob, Models, fingerprint
 
-from .config import Config
-from .errors import CastfinderError, IndexBusyError, NotFoundError
+from .core.config import Config
+from .core.errors import CastfinderError, IndexBusyError, NotFoundError
 
 log = logging.getLogger(__name__)
 

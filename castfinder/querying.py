@@ -9,12 +9,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from index.search import QueryVector, ShotHit, indexed_until, photo_vectors, search_shots
-from index.store import IndexStore
-from models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS, make_face_embedder, make_frame_embedder
+from castfinder.index.search import QueryVector, ShotHit, indexed_until, photo_vectors, search_shots
+from castfinder.index.store import IndexStore
+from castfinder.models.registry import FACE_EMBEDDERS, FRAME_EMBEDDERS, make_face_embedder, make_frame_embedder
 
-from .config import Config
-from .errors import InputError, NothingIndexedError
+from .core.config import Config
+from .core.errors import InputError, NothingIndexedError
 
 
 def parse_features(spec: str | None, indexed: dict[str, int]) -> tuple[str | None, str | None]:
@@ -75,7 +75,7 @@ class QueryEngine:
     def detector(self):
         if self._shared is not None:
             return self._shared.detector
-        from models.mtcnn_detector import MTCNNDetector
+        from castfinder.models.mtcnn_detector import MTCNNDetector
         ing = self.cfg.ingest
         return self._model("detector", lambda: MTCNNDetector(min_face_px=20, min_prob=ing.min_face_prob, device=ing.device,
                                                                thresholds=tuple(ing.mtcnn_thresholds)))
@@ -95,7 +95,7 @@ class QueryEngine:
     def warm_up(self) -> None:
         """Everything a first query would otherwise pay for: model loading and first inference,
         FAISS files read and reconciled, the vector → shot map filled."""
-        from models.base import Face
+        from castfinder.models.base import Face
         rng = np.random.default_rng(0)
         image = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
         self.detector.detect([image])
@@ -124,7 +124,7 @@ class QueryEngine:
                     self._cache.move_to_end(key)
             if cached is None:
                 if isinstance(image, bytes):
-                    from models.photo import load_photo
+                    from castfinder.models.photo import load_photo
                     image = load_photo(image, name)
                 cached = photo_vectors([(name, image)], self.detector, self.embedder(face), self.embedder(frame), use_both,
                                        lenient=self.cfg.query.lenient_photos)
@@ -140,7 +140,7 @@ class QueryEngine:
         """The face tracks of `feature`, synced with the catalogue (the tracks of every closed shot)."""
         if feature is None or self.cfg.query.track_weight <= 0:
             return None
-        from index.track_vectors import TrackVectors
+        from castfinder.index.track_vectors import TrackVectors
         with self._lock:
             if feature not in self._tracks:
                 self._tracks[feature] = TrackVectors(feature)
@@ -149,9 +149,10 @@ class QueryEngine:
         return tv
 
     def cast(self):
-        from index.cast import Cast
+        from castfinder.index.cast import Cast
         face = next((n for n in self.store.indexed_features() if n in FACE_EMBEDDERS), "dlib-resnet")
-        return Cast(self.store, self.cfg.cast.params(face))
+        from castfinder.index.cast import params_from_config
+        return Cast(self.store, params_from_config(self.cfg.cast, face))
 
     def cluster_vectors(self, character: str) -> list[QueryVector]:
         """No photos: the vectors of the cluster named `character` are the query."""

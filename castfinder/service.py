@@ -27,10 +27,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stream import metrics as M
+from castfinder.stream import metrics as M
 
-from .config import Config
-from .errors import CastfinderError, IndexBusyError, InputError, NotFoundError, TooLargeError
+from .core.config import Config
+from .core.errors import CastfinderError, IndexBusyError, InputError, NotFoundError, TooLargeError
 from .ingest_manager import IngestManager, media_file
 from .querying import QueryEngine, digest
 from .thumbnails import shot_thumbnail
@@ -418,7 +418,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     def warm() -> None:
         """Load the models and compile ranx before the first user waits for them."""
         try:
-            from index.fusion import warm_up as warm_fusion
+            from castfinder.index.fusion import warm_up as warm_fusion
             if store.writable:
                 engine._shared = manager.models
             engine.warm_up()
@@ -705,7 +705,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
               limit: int | None = Form(None, ge=0, le=100000, description="at most this many shots "
                                        "(default: the preset's, 50; 0 = all)"),
               expand: bool = Form(False, description="photos matching a cast cluster pull in its tracks")):
-        from index.fusion import METHODS
+        from castfinder.index.fusion import METHODS
 
         t0 = time.perf_counter()
         try:
@@ -767,7 +767,7 @@ def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8
 
     import uvicorn
 
-    from index.store import IndexStore
+    from castfinder.index.store import IndexStore
 
     # a busy port is a clear error now, not a traceback from inside uvicorn
     try:

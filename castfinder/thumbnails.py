@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import NotFoundError
+from .core.errors import NotFoundError
 
 
 def grab_frame(source: str, time_s: float, width: int) -> np.ndarray | None:
-    from stream.decode import VideoDecoder
+    from castfinder.stream.decode import VideoDecoder
     try:
         dec = VideoDecoder(source, width)
     except Exception:  # live or moved source: no thumbnail, not an error

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from castfinder.errors import InputError, NameTakenError, NotFoundError
+from castfinder.core.errors import InputError, NameTakenError, NotFoundError
 
 from . import face_metric
 from .cast_clustering import cluster, join, merged_threshold, distances
@@ -53,6 +53,14 @@ class CastParams:
 
 METHODS = ("ducros", "finch")
 METRIC_REFIT_GROWTH = 1.1            # during ingest the metric is refitted once the tracked faces grew by 10%
+
+
+def params_from_config(cfg, feature: str) -> CastParams:
+    """The cast settings of a preset (castfinder.core.config.CastConfig) for one face feature."""
+    from .tracks import TrackParams
+    return CastParams(feature=feature, metric=cfg.metric, threshold=cfg.threshold, best_q=cfg.best_q,
+                      min_quality=cfg.min_quality, method=cfg.method, face_metric=cfg.face_metric,
+                      cluster_in_metric=cfg.cluster_in_metric, track=TrackParams(f_min=cfg.f_min))
 
 
 def ensure_schema(catalogue) -> None:

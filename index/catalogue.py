@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from castfinder.errors import CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError
+from castfinder.core.errors import CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError
 
 # ids never come back after a delete (AUTOINCREMENT): FAISS ids, the vector map and thumbnail
 # caches all key on them

@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 
-from castfinder.errors import InputError
+from castfinder.core.config import FUSION_NAMES
+from castfinder.core.errors import InputError
 
 # numba's default (workqueue) threading layer aborts the whole process when two threads enter a
 # parallel kernel at once, and ranx's fusions are parallel kernels: one fusion at a time.
@@ -17,6 +18,7 @@ _RANX_LOCK = threading.Lock()
 RANX_METHODS = {"rrf": "rrf", "combsum": "sum", "combmnz": "mnz", "combmax": "max", "combmed": "med",
                 "combanz": "anz", "borda": "bordafuse", "condorcet": "condorcet", "isr": "isr", "log_isr": "log_isr"}
 METHODS = ("max", "frequency", *RANX_METHODS)
+assert METHODS == FUSION_NAMES, "castfinder.core.config's fusion names are out of step with index/fusion.py"
 RRF_K = 60  # ranx's default
 
 ShotKey = tuple[int, int]  # (video_id, shot index)

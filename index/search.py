@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from castfinder.errors import InputError, NotFoundError
+from castfinder.core.errors import InputError, NotFoundError
 
 from .fusion import fuse_arrays
 from .store import IndexStore
@@ -43,7 +43,7 @@ class ShotHit:
 def photo_vectors(photos: list[tuple[str, np.ndarray]], detector, face_embedder, frame_embedder,
                   use_both: bool = False, lenient: bool = True) -> list[QueryVector]:
     """lenient: a photo where the usual pass finds no face gets a second, harder look (models/photo.py)."""
-    from models.photo import photo_face
+    from castfinder.models.photo import photo_face
 
     out = []
     for name, image in photos:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from castfinder.errors import IndexBusyError, IndexUnwritableError, InputError, NotFoundError
+from castfinder.core.errors import IndexBusyError, IndexUnwritableError, InputError, NotFoundError
 
 from .catalogue import Catalogue, storage_error
 from .vector_map import VectorMap

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from stream.face_quality import face_quality
+from castfinder.stream.face_quality import face_quality
 
 
 @dataclass

@@ -13,7 +13,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from castfinder.errors import InputError
+        from castfinder.core.errors import InputError
         raise InputError("device 'cuda' asked for, but no CUDA GPU is available")
     return torch.device(name)
 

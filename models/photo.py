@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from castfinder.errors import InputError
+from castfinder.core.errors import InputError
 
 from .base import Face, FaceDetector
 

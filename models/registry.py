@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from castfinder.errors import InputError
+from castfinder.core.config import FACE_EMBEDDER_NAMES, FRAME_EMBEDDER_NAMES
+from castfinder.core.errors import InputError
 
 from .base import FaceEmbedder, FrameEmbedder
 
@@ -48,6 +49,11 @@ FRAME_EMBEDDERS = {"effnet-lite0": _effnet, "clip-vit-b32": _clip("clip-vit-b32"
 
 
 FLIP_AVERAGING = {"dlib-resnet"}  # embedders that can average a face with its mirror image
+
+
+# the settings layer validates presets against these names without importing this module
+assert tuple(FACE_EMBEDDERS) == FACE_EMBEDDER_NAMES and tuple(FRAME_EMBEDDERS) == FRAME_EMBEDDER_NAMES, \
+    "castfinder.core.config's embedder names are out of step with the registry"
 
 
 def make_face_embedder(name: str, flip: bool = False, **kw) -> FaceEmbedder:

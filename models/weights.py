@@ -7,7 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from castfinder.errors import MissingWeightsError
+from castfinder.core.errors import MissingWeightsError
 
 WEIGHTS_ENV = "CASTFINDER_WEIGHTS_DIR"
 

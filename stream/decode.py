@@ -13,7 +13,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from castfinder.errors import InputError
+from castfinder.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

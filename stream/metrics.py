@@ -62,7 +62,7 @@ def record_gpu() -> None:
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     from prometheus_client import start_http_server
 
-    from castfinder.errors import InputError
+    from castfinder.core.errors import InputError
     try:
         start_http_server(port, addr=host)
     except OSError as exc:

@@ -22,12 +22,12 @@ from typing import Callable
 
 import numpy as np
 
-from castfinder.config import CastConfig, IngestConfig
-from castfinder.errors import CastfinderError
-from index.catalogue import storage_error
-from index.store import IndexStore
-from models.mtcnn_detector import MTCNNDetector
-from models.registry import make_face_embedder, make_frame_embedder
+from castfinder.core.config import CastConfig, IngestConfig
+from castfinder.core.errors import CastfinderError
+from castfinder.index.catalogue import storage_error
+from castfinder.index.store import IndexStore
+from castfinder.models.mtcnn_detector import MTCNNDetector
+from castfinder.models.registry import make_face_embedder, make_frame_embedder
 
 from . import metrics as M
 from .decode import VideoDecoder
@@ -467,8 +467,8 @@ class IngestJob:
             return
         try:
             if self._cast is None:
-                from index.cast import Cast
-                self._cast = Cast(self.store, self.cast_cfg.params(self.models.face[0].name))
+                from castfinder.index.cast import Cast, params_from_config
+                self._cast = Cast(self.store, params_from_config(self.cast_cfg, self.models.face[0].name))
             self._cast.on_shot_closed(self.video_id, shot)
         except Exception as exc:  # the cast is a by-product: never fail an ingest for it
             log.warning("cast update failed for shot %d: %s", shot, exc)

@@ -12,7 +12,7 @@ from typing import Union
 
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-from castfinder.errors import InputError
+from castfinder.core.errors import InputError
 
 from .cut_detect import CutDetector, CutParams
 from .decode import VideoFrame

@@ -33,21 +33,21 @@ def _data_present():
 
 @pytest.fixture(scope="session")
 def ingest_cfg():
-    from castfinder.config import load_config
+    from castfinder.core.config import load_config
     return load_config("default").ingest
 
 
 @pytest.fixture(scope="session")
 def models(ingest_cfg):
-    from stream.pipeline import Models
+    from castfinder.stream.pipeline import Models
     return Models(ingest_cfg)
 
 
 @pytest.fixture(scope="session")
 def friends_index(tmp_path_factory, models, ingest_cfg):
     """The friends clip ingested once with the offline defaults."""
-    from index.store import IndexStore
-    from stream.pipeline import IngestJob
+    from castfinder.index.store import IndexStore
+    from castfinder.stream.pipeline import IngestJob
 
     path = tmp_path_factory.mktemp("friends_index")
     store = IndexStore(path, writable=True)

@@ -1,6 +1,6 @@
 """The Python API (castfinder.open_index): the README's example run as written, its records equal to the
 CLI's --json output, ingest that can be searched while it runs, stopped and resumed, and bad input
-raising the documented castfinder.errors classes."""
+raising the documented castfinder.core.errors classes."""
 
 import json
 import os
@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 import castfinder
-from castfinder.errors import (CastfinderError, IndexBusyError, InputError, NameTakenError, NothingIndexedError,
+from castfinder.core.errors import (CastfinderError, IndexBusyError, InputError, NameTakenError, NothingIndexedError,
                                NotFoundError)
-from index.evaluation import map_to_true, relevant_shots
-from index.store import IndexStore
+from castfinder.index.evaluation import map_to_true, relevant_shots
+from castfinder.index.store import IndexStore
 
 from conftest import DATA, DEV, ROOT, clip, copy_index, run_cli, truth
 

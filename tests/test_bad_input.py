@@ -5,7 +5,7 @@ import wave
 
 import pytest
 
-from index.store import IndexStore
+from castfinder.index.store import IndexStore
 
 from conftest import clip, run_cli
 
@@ -99,7 +99,7 @@ def test_unknown_config_and_busy_index(tmp_path):
 
 
 def test_batching_follows_the_device():
-    from castfinder.config import IngestConfig, load_config
+    from castfinder.core.config import IngestConfig, load_config
     cfg = load_config("default").ingest
     assert cfg.batching("cpu") == (2, 1) and cfg.batching("cuda") == (16, 2)
     assert IngestConfig(batch_size=8, queue_size=3).batching("cuda") == (8, 3)

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from index.cast import Cast, CastParams
-from index.cast_eval import bcubed, cast_f1, cluster_true_shots, label_tracks, track_true_shots
-from index.evaluation import average_precision, map_to_true, relevant_shots
-from index.search import photo_vectors
-from index.store import IndexStore
-from models.photo import load_photo
+from castfinder.index.cast import Cast, CastParams
+from castfinder.index.cast_eval import bcubed, cast_f1, cluster_true_shots, label_tracks, track_true_shots
+from castfinder.index.evaluation import average_precision, map_to_true, relevant_shots
+from castfinder.index.search import photo_vectors
+from castfinder.index.store import IndexStore
+from castfinder.models.photo import load_photo
 
 from conftest import DEV, copy_index, make_video, run_cli, truth
 
@@ -166,7 +166,7 @@ def test_every_cluster_sheet_shows_its_faces_from_one_pass_over_the_video(friend
     decode from the keyframe before it (friends: ~150 frames a face, 1-2.6 s a sheet), so the last
     sheets stayed empty for many seconds. Now a sheet reads the video once, in order."""
     import cv2
-    import stream.decode as decode
+    import castfinder.stream.decode as decode
     from castfinder.contact_sheet import cluster_sheet, crop_tile, face_tiles, overview_sheet
     from castfinder.thumbnails import grab_frame
 

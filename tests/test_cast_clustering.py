@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from index.cast_clustering import cluster, join, merged_threshold
+from castfinder.index.cast_clustering import cluster, join, merged_threshold
 
 
 def test_threshold_formula_against_hand_worked_values():
@@ -97,7 +97,7 @@ def test_thousands_of_tracks_are_fast():
 def reference_cluster(x, groups, t0, metric="l2"):
     """The paper's algorithm written as plainly as possible (dense matrix, O(N^3)): the fast one
     must give the same partition."""
-    from index.cast_clustering import distances
+    from castfinder.index.cast_clustering import distances
     n = len(x)
     clusters = {i: {"m": x[i].astype(float), "t": float(t0), "members": [i], "shots": {groups[i]}} for i in range(n)}
     refused = set()
@@ -143,7 +143,7 @@ def test_fast_algorithm_matches_the_plain_one(seed):
 
 # --- FINCH with cannot-link constraints (index/finch.py) -----------------------------------------
 
-from index.finch import finch  # noqa: E402
+from castfinder.index.finch import finch  # noqa: E402
 
 
 def _groups_ok(labels, groups):
@@ -197,9 +197,9 @@ def test_finch_gate_stops_at_the_distance_of_known_different_people():
 
 def test_finch_on_real_tracks_keeps_shots_apart(friends_index):
     """The friends clip's tracks (2-4 people a shot), raw and in the video's metric."""
-    from index import face_metric
-    from index.cast import Cast, CastParams
-    from index.store import IndexStore
+    from castfinder.index import face_metric
+    from castfinder.index.cast import Cast, CastParams
+    from castfinder.index.store import IndexStore
     store = IndexStore(friends_index[0])
     try:
         cast = Cast.__new__(Cast)

@@ -4,10 +4,10 @@ import threading
 
 import numpy as np
 
-from index.rwlock import RWLock
-from index.store import IndexStore
-from index.vector_store import FeatureIndex
-from stream.pipeline import IngestJob
+from castfinder.index.rwlock import RWLock
+from castfinder.index.store import IndexStore
+from castfinder.index.vector_store import FeatureIndex
+from castfinder.stream.pipeline import IngestJob
 
 from conftest import copy_index, clip
 

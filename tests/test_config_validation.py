@@ -73,8 +73,8 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("text,words", BAD_CONFIGS, ids=[f"c{i}" for i in range(len(BAD_CONFIGS))])
 def test_bad_config_is_refused_before_any_work(tmp_path, text, words):
-    from castfinder.config import load_config
-    from castfinder.errors import InputError
+    from castfinder.core.config import load_config
+    from castfinder.core.errors import InputError
     path = tmp_path / "bad.yaml"
     path.write_bytes(text.encode())
     with pytest.raises(InputError) as err:
@@ -103,8 +103,8 @@ def test_cli_refuses_a_bad_config_at_once_and_writes_nothing(tmp_path, text, key
 
 def test_a_new_field_is_type_checked_without_a_rule():
     """What the identity work (or anyone) adds to a section is checked by its annotation alone."""
-    from castfinder.config import Rule, check_value, validate_section
-    from castfinder.errors import InputError
+    from castfinder.core.config import Rule, check_value, validate_section
+    from castfinder.core.errors import InputError
 
     @dataclass
     class Added:
@@ -133,7 +133,7 @@ def test_a_new_field_is_type_checked_without_a_rule():
 
 
 def test_presets_are_valid_and_settings_keep_their_types():
-    from castfinder.config import CONFIG_DIR, load_config
+    from castfinder.core.config import CONFIG_DIR, load_config
     for preset in sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")):
         cfg = load_config(preset)
         assert isinstance(cfg.ingest.sample_fps, float) and isinstance(cfg.ingest.shot_threshold, float)
@@ -230,7 +230,7 @@ def test_sigterm_ends_an_ingest_within_seconds(tmp_path):
 
 STUCK = """
 import sys, threading
-import stream.pipeline as p
+import castfinder.stream.pipeline as p
 def run(self):  # a stage stuck for good: the stop is asked for, and never honoured
     print("RUNNING", flush=True)
     threading.Event().wait()

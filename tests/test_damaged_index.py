@@ -14,10 +14,10 @@ import av
 import numpy as np
 import pytest
 
-from castfinder.errors import IndexDamagedError, InputError
-from index.store import IndexStore
-from stream.decode import VideoDecoder
-from stream.pipeline import IngestJob
+from castfinder.core.errors import IndexDamagedError, InputError
+from castfinder.index.store import IndexStore
+from castfinder.stream.decode import VideoDecoder
+from castfinder.stream.pipeline import IngestJob
 
 from conftest import DEV, ROOT, clip, copy_index, run_cli
 from test_index_integrity import check_exact, snapshot

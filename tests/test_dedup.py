@@ -4,9 +4,9 @@ import dataclasses
 
 import numpy as np
 
-from index.store import IndexStore
-from stream.dedup import ConsecutiveDeduplicator, dbscan_keep
-from stream.pipeline import IngestJob
+from castfinder.index.store import IndexStore
+from castfinder.stream.dedup import ConsecutiveDeduplicator, dbscan_keep
+from castfinder.stream.pipeline import IngestJob
 
 from conftest import clip
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, precision_at, ranx_metrics,
+from castfinder.index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, precision_at, ranx_metrics,
                               recall_at)
 
 from conftest import DATA, DEV, run_cli

@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pytest
 
-from index import face_metric
-from index.cast import Cast, CastParams, forget_shots
-from index.face_metric import VideoMetric, fit, video_pairs
-from index.store import IndexStore
+from castfinder.index import face_metric
+from castfinder.index.cast import Cast, CastParams, forget_shots
+from castfinder.index.face_metric import VideoMetric, fit, video_pairs
+from castfinder.index.store import IndexStore
 
 from conftest import copy_index
 

@@ -5,9 +5,9 @@ import csv
 import numpy as np
 import pytest
 
-from index.verification import best_threshold_accuracy, roc_auc
-from models.photo import largest_face, load_photo
-from stream.decode import VideoDecoder
+from castfinder.index.verification import best_threshold_accuracy, roc_auc
+from castfinder.models.photo import largest_face, load_photo
+from castfinder.stream.decode import VideoDecoder
 
 from conftest import DATA, clip, truth
 
@@ -35,9 +35,9 @@ def test_faces_found_in_shots_with_visible_faces(models, name):
 
 def test_torch_dlib_net_matches_dlib(models):
     import dlib
-    from models.weights import package_dir
+    from castfinder.models.weights import package_dir
 
-    from models.dlib_resnet import DlibResnetEmbedder
+    from castfinder.models.dlib_resnet import DlibResnetEmbedder
     emb = DlibResnetEmbedder(device="cpu", flip=False)  # dlib itself has no flip-averaging
     image = frames_at("friends", [1.0])[0]
     faces = models.detector.detect([image])[0]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from castfinder.errors import MissingWeightsError
-from models.base import Face
-from models.registry import make_face_embedder, make_frame_embedder
+from castfinder.core.errors import MissingWeightsError
+from castfinder.models.base import Face
+from castfinder.models.registry import make_face_embedder, make_frame_embedder
 
 from conftest import run_cli, clip
 

@@ -10,9 +10,9 @@ import time
 
 import numpy as np
 
-from index.store import IndexStore
-from index.vector_store import FeatureIndex, _ids_of
-from stream.pipeline import IngestJob
+from castfinder.index.store import IndexStore
+from castfinder.index.vector_store import FeatureIndex, _ids_of
+from castfinder.stream.pipeline import IngestJob
 
 from conftest import ROOT, clip, run_cli
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from index.store import IndexStore
+from castfinder.index.store import IndexStore
 
 from conftest import ROOT, clip, run_cli, truth
 
@@ -104,8 +104,8 @@ def test_batches_span_cuts_without_mixing_up_shots(friends_index, tmp_path, mode
     """Batches of 16 (a GPU's size) run across cuts; every frame still lands in its own shot."""
     import dataclasses
 
-    from stream import metrics as M
-    from stream.pipeline import IngestJob
+    from castfinder.stream import metrics as M
+    from castfinder.stream.pipeline import IngestJob
 
     def detect_batches():
         for metric in M.STAGE_BATCH.collect():

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from index.store import IndexStore
-from stream import pipeline
-from stream.pipeline import IngestJob
+from castfinder.index.store import IndexStore
+from castfinder.stream import pipeline
+from castfinder.stream.pipeline import IngestJob
 
 from conftest import clip
 

@@ -9,7 +9,7 @@ import time
 
 import av
 
-from index.store import IndexStore
+from castfinder.index.store import IndexStore
 
 from conftest import ROOT, clip
 

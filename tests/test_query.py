@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from index.evaluation import average_precision, map_to_true, relevant_shots
-from index.fusion import METHODS, fuse
-from index.search import photo_vectors, search_shots
-from index.store import IndexStore
-from models.photo import load_photo
+from castfinder.index.evaluation import average_precision, map_to_true, relevant_shots
+from castfinder.index.fusion import METHODS, fuse
+from castfinder.index.search import photo_vectors, search_shots
+from castfinder.index.store import IndexStore
+from castfinder.models.photo import load_photo
 
 from conftest import DEV, run_cli, truth
 
@@ -98,7 +98,7 @@ def test_query_bad_input(friends_index, tmp_path):
 
 
 def test_numpy_fusions_match_ranx_and_dicts():
-    from index.fusion import fuse_arrays
+    from castfinder.index.fusion import fuse_arrays
     rng = np.random.default_rng(3)
     runs = [{(1, int(s)): float(rng.random()) for s in rng.choice(40, 25, replace=False)} for _ in range(4)]
     keys = np.array([(k[0] << 32) | k[1] for r in runs for k in r], np.int64)
@@ -108,7 +108,7 @@ def test_numpy_fusions_match_ranx_and_dicts():
         k, s = fuse_arrays(keys, scores, query, method)
         expected = fuse(runs, method) if method != "rrf" else None
         if method == "rrf":  # against ranx itself
-            from index.fusion import _ranx_fuse
+            from castfinder.index.fusion import _ranx_fuse
             expected = _ranx_fuse(runs, "rrf")
         got = [((int(x) >> 32, int(x) & 0xFFFFFFFF), float(v)) for x, v in zip(k, s)]
         assert [g[0] for g in got] == [e[0] for e in expected], method

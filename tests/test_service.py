@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index.evaluation import average_precision, map_to_true, relevant_shots
-from index.fusion import METHODS
+from castfinder.index.evaluation import average_precision, map_to_true, relevant_shots
+from castfinder.index.fusion import METHODS
 
 from conftest import DEV, clip, run_cli, truth
 from service_helpers import Server

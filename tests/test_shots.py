@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from index.evaluation import cut_precision_recall
-from stream.decode import VideoDecoder, VideoFrame
-from stream.shots import ShotClosed, ShotSegmenter
+from castfinder.index.evaluation import cut_precision_recall
+from castfinder.stream.decode import VideoDecoder, VideoFrame
+from castfinder.stream.shots import ShotClosed, ShotSegmenter
 
 from conftest import CLIPS, DATA, clip, truth
 

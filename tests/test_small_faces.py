@@ -5,9 +5,9 @@ face vectors. Real footage from ../shared/data (devhard/wide shrinks every label
 import numpy as np
 import pytest
 
-from models.photo import largest_face, load_photo, photo_face
-from stream.decode import VideoDecoder
-from stream.pipeline import SmallFacePlanner
+from castfinder.models.photo import largest_face, load_photo, photo_face
+from castfinder.stream.decode import VideoDecoder
+from castfinder.stream.pipeline import SmallFacePlanner
 
 from conftest import DATA, DEV
 
@@ -106,7 +106,7 @@ def test_tight_crops_are_read_leniently(models):
 
 
 def test_query_says_how_each_photo_was_read(models):
-    from index.search import photo_vectors
+    from castfinder.index.search import photo_vectors
     det = models.detector
     path, image, face, crop = next(tight_crops(det, shrink=0.2))
     out = photo_vectors([("whole", image), ("crop", crop)], det, models.face[0], models.frame[0])
@@ -116,7 +116,7 @@ def test_query_says_how_each_photo_was_read(models):
 
 
 def test_flip_averaged_vectors_do_not_care_which_way_a_face_looks(models, wide_frames):
-    from models.dlib_resnet import DlibResnetEmbedder
+    from castfinder.models.dlib_resnet import DlibResnetEmbedder
     flip = next(e for e in models.face if e.name == "dlib-resnet")
     assert flip.flip
     plain = DlibResnetEmbedder(device="cpu", flip=False)

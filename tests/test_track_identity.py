@@ -5,11 +5,11 @@ track, and shots no face hit reaches follow the face hits, ranked by whole-frame
 import numpy as np
 import pytest
 
-from index.evaluation import average_precision, map_to_true, relevant_shots
-from index.search import photo_vectors, search_shots
-from index.store import IndexStore
-from index.track_vectors import TrackVectors
-from models.photo import load_photo
+from castfinder.index.evaluation import average_precision, map_to_true, relevant_shots
+from castfinder.index.search import photo_vectors, search_shots
+from castfinder.index.store import IndexStore
+from castfinder.index.track_vectors import TrackVectors
+from castfinder.models.photo import load_photo
 
 from conftest import DEV, truth
 
@@ -28,7 +28,7 @@ def test_track_vectors_are_the_quality_weighted_mean_of_their_faces(friends_inde
     n = store.catalogue.conn.execute("SELECT COUNT(*) FROM tracks WHERE vec IS NOT NULL").fetchone()[0]
     assert len(tv.ids) == n >= 4
     assert set(tv.shot.tolist()) <= {s["idx"] for s in store.catalogue.shots(1)}
-    from castfinder.config import load_config
+    from castfinder.core.config import load_config
     best_q = load_config("default").cast.best_q
     for tid, vec in zip(tv.ids[:5], tv.vecs[:5]):
         rows = store.catalogue.conn.execute(

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import DEV, ROOT, clip, truth
-from index.evaluation import relevant_shots, true_shot_at
+from castfinder.index.evaluation import relevant_shots, true_shot_at
 from service_helpers import Server
 
 ARTIFACTS = ROOT / "out" / "artifacts"
