@@ -9,9 +9,9 @@ See castfinder.api. The errors every call raises are importable from here too.""
 
 __version__ = "0.1.0"
 
-# errors only: stream/, index/ and models/ import castfinder.core.errors, so this package must stay light
+# errors only: every layer imports castfinder.core, which runs this file first, so it must stay light
 from .core.errors import (CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError, InputError,
-                     MissingWeightsError, NameTakenError, NothingIndexedError, NotFoundError, TooLargeError)
+                          MissingWeightsError, NameTakenError, NothingIndexedError, NotFoundError, TooLargeError)
 
 _API = ("open_index", "Index", "Ingest")
 

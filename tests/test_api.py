@@ -65,7 +65,7 @@ def test_readme_example_runs_and_finds_ross_first(example):
 
 def test_import_is_light():
     r = subprocess.run([sys.executable, "-c", "import sys, castfinder; castfinder.open_index; "
-                        "print(sorted(m for m in ('torch', 'faiss', 'av', 'cv2', 'numpy', 'index.store') if m in sys.modules))"],
+                        "print(sorted(m for m in ('torch', 'faiss', 'av', 'cv2', 'numpy', 'castfinder.index.store') if m in sys.modules))"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
 
