@@ -177,7 +177,10 @@ def test_200_concurrent_queries_during_ingest(server, videos):
     r = server.client.delete(f"/videos/{vid}")           # stop the ingest cleanly
     assert r.status_code == (202 if status["running"] else 200)
     final = server.wait_video(vid)
-    assert final["status"] in ("stopped", "done") and final["shots"] >= 1
+    # it ran while 200 queries were answered; a stopped file keeps only its closed shots (the open one is
+    # redone on resume), and on 2 busy cores the first cut may not have come yet
+    assert final["status"] in ("stopped", "done") and final["frames_decoded"] > 0
+    assert final["status"] == "stopped" or final["shots"] >= 1
     metrics = server.client.get("/metrics").text
     assert 'castfinder_queries_total{outcome="ok"}' in metrics and "castfinder_freshness_lag_seconds_count" in metrics
 
