@@ -100,9 +100,9 @@ BEFORE = {"small_face_px": 0, "face_flip": False, "shot_detector": "content", "s
 CLIPS_360P = ["friends", "herapheri", "testvideo"]
 
 
-def vs_before(config: str, repeat: int) -> None:
+def vs_before(config: str, repeat: int, overrides: dict | None = None) -> None:
     import dataclasses
-    now = load_config(config).ingest
+    now = load_config(config, {"ingest": overrides} if overrides else None).ingest
     before = dataclasses.replace(now, **{k: v for k, v in BEFORE.items() if hasattr(now, k)})
     models = {"before": Models(before), "now": Models(now)}
     cfgs = {"before": before, "now": now}
@@ -130,9 +130,13 @@ def main() -> None:
     ap.add_argument("--config", default="default")
     ap.add_argument("--vs-before", action="store_true", help="today's default vs the previous default, side by side")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --vs-before: an ingest setting for 'now', e.g. small_face_probe_every=2 (YAML value)")
     args = ap.parse_args()
     if args.vs_before:
-        return vs_before(args.config, args.repeat)
+        import yaml
+        overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+        return vs_before(args.config, args.repeat, overrides)
     cfg = load_config(args.config).ingest
     src = str(DATA / args.clip / "video.mp4")
     models = Models(cfg)
