@@ -25,6 +25,20 @@ def run_cli(*args, timeout=300, **kw) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT, **kw)
 
 
+def assert_clean_error(result, *words, code=None):
+    """A command refused its input the way users are promised: one 'castfinder: error:' line naming
+    what is wrong (each of `words` in it), no traceback, and exit code `code` (any but 0 and 1 if None)."""
+    if code is None:
+        assert result.returncode not in (0, 1), (result.returncode, result.stderr)
+    else:
+        assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("castfinder: error:"), result.stderr
+    for w in words:
+        assert w in line, line
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_present():
     if not DEV.is_dir():

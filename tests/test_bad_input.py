@@ -7,16 +7,7 @@ import pytest
 
 from castfinder.index.store import IndexStore
 
-from conftest import clip, run_cli
-
-
-def assert_clean_error(result, *words):
-    assert result.returncode not in (0, 1), (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("castfinder: error:"), result.stderr
-    for w in words:
-        assert w in line, line
+from conftest import assert_clean_error, clip, run_cli
 
 
 def make_wav(path):

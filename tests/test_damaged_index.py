@@ -19,19 +19,14 @@ from castfinder.index.store import IndexStore
 from castfinder.stream.decode import VideoDecoder
 from castfinder.stream.pipeline import IngestJob
 
-from conftest import DEV, ROOT, clip, copy_index, run_cli
+from conftest import DEV, ROOT, assert_clean_error, clip, copy_index, run_cli
 from test_index_integrity import check_exact, snapshot
 
 PHOTO = sorted((DEV / "friends" / "refs" / "Ross").glob("*.jpg"))[0]
 
 
 def assert_one_line(result, *words, code=2):
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("castfinder: error:"), result.stderr
-    for w in words:
-        assert w in line, line
+    assert_clean_error(result, *words, code=code)
 
 
 def at_rest(path):

@@ -11,7 +11,7 @@ from castfinder.index.search import photo_vectors, search_shots
 from castfinder.index.store import IndexStore
 from castfinder.models.photo import load_photo
 
-from conftest import DEV, run_cli, truth
+from conftest import DEV, assert_clean_error, run_cli, truth
 
 REFS = DEV / "friends" / "refs"
 
@@ -68,14 +68,6 @@ def test_photo_without_face_falls_back_to_frame_features(friends_index, models):
     queries = photo_vectors([("wall.png", blank)], models.detector, models.face[0], models.frame[0])
     assert [q.kind for q in queries] == ["frame"] and "no face" in queries[0].note
     assert search_shots(store, queries, top_k=50)
-
-
-def assert_clean_error(r, *words):
-    assert r.returncode not in (0, 1) and "Traceback" not in r.stderr, r.stderr
-    line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("castfinder: error:"), r.stderr
-    for w in words:
-        assert w in line, line
 
 
 def test_query_bad_input(friends_index, tmp_path):
