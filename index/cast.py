@@ -263,11 +263,17 @@ class Cast:
         if video["status"] != "ingesting":
             tracked = self.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video_id,)).fetchone()[0]
             stamp = self.cat.get_meta(f"cast_batch_{video_id}")
-            if recluster or stamp != tracked or self.track_video(video_id):
+            if recluster or stamp != self._batch_stamp(tracked) or self.track_video(video_id):
                 self.build(video_id, recluster=True)
                 n = self.cat.conn.execute("SELECT COUNT(*) FROM tracks WHERE video_id=?", (video_id,)).fetchone()[0]
-                self.cat.set_meta(f"cast_batch_{video_id}", n)
+                self.cat.set_meta(f"cast_batch_{video_id}", self._batch_stamp(n))
         return self.clusters(video_id)
+
+    def _batch_stamp(self, tracks: int) -> str:
+        """What the stored batch clusters were built from: the tracks, and the settings that shape the
+        clusters. Either changing (a new shot, another method) clusters the video again."""
+        p = self.p
+        return f"{tracks}:{p.method}:{p.metric}:{p.threshold}:{p.face_metric}:{p.cluster_in_metric}"
 
     # --- reading and naming ---------------------------------------------------------------------
     def clusters(self, video_id: int, faces_per_cluster: int = 12) -> list[dict]:

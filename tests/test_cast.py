@@ -215,3 +215,21 @@ def test_every_cluster_sheet_shows_its_faces_from_one_pass_over_the_video(friend
     c.execute("UPDATE faces SET x2=x1 WHERE id IN (SELECT face_id FROM track_faces WHERE track_id=?)", (some,))
     assert cast.describe(vid, [(1, None, 0.45, [some]), (2, None, 0.45, [])]) == []
     store.close()
+
+
+def test_changing_the_clustering_settings_clusters_a_finished_video_again(friends_index, tmp_path):
+    """The batch clusters of a finished video are kept while nothing changes, and built again when a
+    setting that shapes them changes (they were kept even after the method changed)."""
+    store = IndexStore(copy_index(friends_index[0], tmp_path), writable=True)
+    try:
+        ducros = Cast(store, CastParams(method="ducros"))
+        first = ducros.current(1)
+        ids = sorted(c["cluster"] for c in first)
+        assert sorted(c["cluster"] for c in ducros.current(1)) == ids  # same settings: not rebuilt
+        finch = Cast(store, CastParams(method="finch"))
+        again = finch.current(1)
+        assert store.catalogue.get_meta("cast_batch_1").split(":")[1] == "finch"
+        assert not set(c["cluster"] for c in again) & set(ids)  # new clusters (ids never come back)
+        assert sorted(c["cluster"] for c in finch.current(1)) == sorted(c["cluster"] for c in again)
+    finally:
+        store.close()
