@@ -62,7 +62,6 @@ class Evaluator:
         self._models: dict[str, object] = {}
         self._vectors: dict[tuple, list] = {}
         self._tracks: dict[tuple, object] = {}
-        self.ingested: dict[tuple, object] = {}
 
     # --- indexes and models ---------------------------------------------------------------------
     def index_dir(self, cfg: Config, clip: Clip) -> Path:
@@ -89,7 +88,6 @@ class Evaluator:
             result = IngestJob(str(clip.video), store, cfg.ingest, self.models(cfg), cast=cfg.cast).run()
         finally:
             store.close()
-        self.ingested[(str(directory), clip.name)] = result
         if not result.reused:
             self.log(f"  ingested {clip.name}: {result.shots} shots, {result.faces} faces "
                      f"({result.realtime_factor:.2f}x real time, {time.monotonic() - t0:.0f} s)")
@@ -127,7 +125,8 @@ class Evaluator:
         if expand_with is not None:
             vectors = expand_with.expand(vectors, video_id)
         hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id,
-                            tracks=self._track_vectors(store, vectors), track_weight=track_weight,
+                            tracks=self._track_vectors(store, vectors) if track_weight > 0 else None,
+                            track_weight=track_weight,
                             scene_feature=scene_feature)
         return map_to_true(clip.truth, [(h.start_s, h.end_s) for h in hits])
 
@@ -186,15 +185,14 @@ class Evaluator:
 
     def cast_f1(self, cfg: Config, clip: Clip, store, vid) -> dict:
         """Cast F1 of the clip's characters with photos (index/cast_eval.py), on the batch clusters."""
-        from castfinder.index.cast_eval import cast_f1
-        from castfinder.index.evaluation import true_shot_at
+        from castfinder.index.cast_eval import cast_f1, cluster_true_shots
 
         from .querying import QueryEngine
         clusters = QueryEngine(store, cfg).cast().current(vid)
         spans = {s["idx"]: (s["start_s"], s["end_s"]) for s in store.catalogue.shots(vid)}
-        true_of = {k: {t for t in (true_shot_at(clip.truth, (spans[x][0] + spans[x][1]) / 2) for x in c["shots"]
-                               if x in spans) if t is not None} for k, c in enumerate(clusters)}
-        return cast_f1(clip.truth, list(clip.characters), true_of)
+        pairs = [(x, k) for k, c in enumerate(clusters) for x in c["shots"] if x in spans]
+        shots, labels = [x for x, _ in pairs], [k for _, k in pairs]
+        return cast_f1(clip.truth, list(clip.characters), cluster_true_shots(clip.truth, spans, shots, labels))
 
     def clip_rows(self, cfg: Config, res: dict) -> list[dict]:
         """Per clip: MAP, faces found, shots, real-time factor of its ingest, cast F1."""

@@ -49,7 +49,7 @@ def photo_vectors(photos: list[tuple[str, np.ndarray]], detector, face_embedder,
     for name, image in photos:
         face = None
         if face_embedder is not None:
-            face_image, face, n_faces, note = photo_face(detector, image, lenient)
+            face_image, face, _, note = photo_face(detector, image, lenient)
         if face is not None:
             out.append(QueryVector(name, face_embedder.name, face_embedder.embed_faces(face_image, [face])[0], "face", note))
         if (face is None or use_both) and frame_embedder is not None:
@@ -103,12 +103,12 @@ def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video
     k = max(top_k, SCENE_TAIL_K)  # its own budget: a small top-k for faces must not starve the tail
     k = k if video_id is None else min(index.ntotal, k * 4)
     scores, ids = index.search(np.stack([np.frombuffer(r[0], np.float32) for r in rows]), max(1, k))
-    parts = [_shot_scores(store, sc, i, video_id) for sc, i in zip(scores, ids)]
-    keys = np.concatenate([p[0] for p in parts])
-    order = np.argsort(-np.concatenate([p[1] for p in parts]), kind="stable")
+    keys, sims, vids = (np.concatenate(a) for a in zip(*(_shot_scores(store, sc, i, video_id)
+                                                       for sc, i in zip(scores, ids))))
+    order = np.argsort(-sims, kind="stable")
     keys, first = np.unique(keys[order], return_index=True)  # each shot's best similarity
     best = order[first]
-    return keys, np.concatenate([p[1] for p in parts])[best], np.concatenate([p[2] for p in parts])[best]
+    return keys, sims[best], vids[best]
 
 
 def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 5000, fusion: str = "max",

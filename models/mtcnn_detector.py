@@ -138,13 +138,12 @@ class MTCNNDetector(FaceDetector):
             prob = prob[:, 1].cpu().numpy()
             reg = reg.cpu().numpy()
             ids, ys, xs = np.nonzero(prob >= th[0])
-            if sel is not None:
-                ids = sel[ids]  # back to the index in the whole batch
             if len(ids) == 0:
                 continue
-            row = ids if sel is None else np.searchsorted(sel, ids)
-            score = prob[row, ys, xs]
-            r = reg[row, :, ys, xs]
+            score = prob[ids, ys, xs]
+            r = reg[ids, :, ys, xs]
+            if sel is not None:
+                ids = sel[ids]  # rows of this level -> images of the whole batch
             q1 = np.floor((PNET_STRIDE * np.stack([xs, ys], 1) + 1) / scale)
             q2 = np.floor((PNET_STRIDE * np.stack([xs, ys], 1) + PNET_CELL) / scale)
             boxes = np.concatenate([q1, q2, score[:, None], r], 1).astype(np.float32)

@@ -41,9 +41,9 @@ def load_photo(source: str | Path | bytes, name: str | None = None) -> np.ndarra
         raise InputError(f"{label}: not a readable image ({type(exc).__name__})") from None
 
 
-def largest_face(detector: FaceDetector, image: np.ndarray) -> tuple[Face | None, int]:
-    """The largest face of a photo and how many faces were found."""
-    faces = detector.detect([image])[0]
+def largest_face(detector: FaceDetector, image: np.ndarray, **detect) -> tuple[Face | None, int]:
+    """The largest face of a photo and how many faces were found (`detect`: options for the detector)."""
+    faces = detector.detect([image], **detect)[0]
     if not faces:
         return None, 0
     return max(faces, key=lambda f: f.size), len(faces)
@@ -80,8 +80,7 @@ def photo_face(detector: FaceDetector, image: np.ndarray, lenient: bool = True) 
     if not lenient:
         return image, None, 0, "no face found"
     view = lenient_view(image)
-    faces = detector.detect([view], thresholds=LENIENT_THRESHOLDS, min_prob=LENIENT_MIN_PROB)[0]
-    if not faces:
+    face, n = largest_face(detector, view, thresholds=LENIENT_THRESHOLDS, min_prob=LENIENT_MIN_PROB)
+    if face is None:
         return image, None, 0, "no face found"
-    face = max(faces, key=lambda f: f.size)
-    return view, face, len(faces), "face found on a second, lenient look (padded, enlarged, lower thresholds)"
+    return view, face, n, "face found on a second, lenient look (padded, enlarged, lower thresholds)"

@@ -90,7 +90,6 @@ class SmallFacePlanner:
     def __init__(self, every: int, coarse_min_px: float, enabled: bool = True):
         self.every, self.coarse_min_px, self.enabled = every, coarse_min_px, enabled
         self.shot, self.count, self.small_shot = None, 0, False
-        self.probes = self.fine_frames = 0
 
     def plan(self, shots: list[int]) -> list[bool]:
         out = []
@@ -99,8 +98,6 @@ class SmallFacePlanner:
                 self.shot, self.count, self.small_shot = shot, 0, False
             fine = self.enabled and (self.small_shot or self.count % self.every == 0)
             self.count += 1
-            self.probes += fine and not self.small_shot
-            self.fine_frames += fine
             out.append(fine)
         return out
 

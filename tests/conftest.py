@@ -39,6 +39,21 @@ def assert_clean_error(result, *words, code=None):
         assert w in line, line
 
 
+def run_beside(job, workers, done):
+    """Run an ingest job while `workers` (callables) run in threads; `done` is set when the job ends,
+    which is their cue to stop. Returns the job's result once every worker has ended."""
+    import threading
+    threads = [threading.Thread(target=w) for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        return job.run()
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_present():
     if not DEV.is_dir():

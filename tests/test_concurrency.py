@@ -9,7 +9,7 @@ from castfinder.index.store import IndexStore
 from castfinder.index.vector_store import FeatureIndex
 from castfinder.stream.pipeline import IngestJob
 
-from conftest import copy_index, clip
+from conftest import clip, copy_index, run_beside
 
 
 def test_searches_during_ingest_never_crash_and_only_grow(tmp_path, models, ingest_cfg):
@@ -32,13 +32,7 @@ def test_searches_during_ingest_never_crash_and_only_grow(tmp_path, models, inge
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=searcher, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    result = job.run()
-    done.set()
-    for t in threads:
-        t.join()
+    result = run_beside(job, [lambda i=i: searcher(i) for i in range(4)], done)
     store.close()
     assert not errors and result.status == "done"
     for i, obs in seen.items():

@@ -14,7 +14,7 @@ from castfinder.index.store import IndexStore
 from castfinder.index.vector_store import FeatureIndex, _ids_of
 from castfinder.stream.pipeline import IngestJob
 
-from conftest import ROOT, clip, run_cli
+from conftest import ROOT, clip, run_beside, run_cli
 
 
 def faiss_entries(index: FeatureIndex) -> tuple[int, int]:
@@ -102,13 +102,7 @@ def test_queries_during_ingest_keep_faiss_exact(tmp_path, models, ingest_cfg):
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=searcher) for _ in range(3)]
-    for t in threads:
-        t.start()
-    result = job.run()
-    done.set()
-    for t in threads:
-        t.join()
+    result = run_beside(job, [searcher] * 3, done)
     assert not errors and result.status == "done"
     for feature in store.indexed_features():
         n, _ = store.catalogue.feature_stats(feature)
