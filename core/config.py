@@ -49,6 +49,8 @@ class IngestConfig:
     batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)
     batch_timeout_file_s: float = 0.25  # files: counted from the batch's first frame
     queue_size: int | str = "auto"    # batches between stages (back-pressure); auto: 1 on CPU, 2 on CUDA
+    shared_batch_size: int | str = "auto"  # several sources in one process: most frames of all of them in
+                                       # one shared detector / embedder call; auto: 8 on CPU, 64 on CUDA
     index_kind: str = "flat"           # flat | hnsw | ivf
     checkpoint_every_s: float = 10.0   # FAISS files saved at most this often (SQLite commits per batch)
     device: str = "auto"               # auto | cpu | cuda
@@ -173,6 +175,7 @@ RULES: dict[str, Rule] = {
     "ingest.batch_timeout_s": Rule(gt=0, le=60),
     "ingest.batch_timeout_file_s": Rule(gt=0, le=60),
     "ingest.queue_size": Rule(ge=1, le=256, choices=("auto",)),
+    "ingest.shared_batch_size": Rule(ge=1, le=4096, choices=("auto",)),
     "ingest.index_kind": Rule(choices=("flat", "hnsw", "ivf")),
     "ingest.checkpoint_every_s": Rule(gt=0, le=86400),
     "ingest.device": Rule(choices=("auto", "cpu", "cuda"), pattern=r"cuda:\d{1,2}", pattern_text="cuda:N"),

@@ -59,6 +59,7 @@ class IndexStore:
         # skip ids it already holds (two ingests of one service write through here)
         self._write_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_lock = threading.Lock()  # several writers (ingests of one process) save one at a time
         self.vector_map = VectorMap()
 
     def _take_writer_lock(self) -> None:
@@ -153,10 +154,11 @@ class IndexStore:
                 self.feature(name)
 
     def checkpoint(self, force: bool = False, every_s: float = 10.0) -> None:
-        if force or time.monotonic() - self._last_checkpoint >= every_s:
-            for index in list(self.features.values()):
-                self._save(index)
-            self._last_checkpoint = time.monotonic()
+        with self._checkpoint_lock:  # two savers of one file would replace it while the other writes it
+            if force or time.monotonic() - self._last_checkpoint >= every_s:
+                for index in list(self.features.values()):
+                    self._save(index)
+                self._last_checkpoint = time.monotonic()
 
     def _save(self, index: FeatureIndex) -> None:
         # a checkpoint only saves rebuilding time: failing to write one must not fail an ingest

@@ -17,6 +17,13 @@ STAGE_SECONDS = Histogram("castfinder_stage_batch_seconds", "Time of one batch i
 STAGE_BATCH = Histogram("castfinder_stage_batch_size", "Frames per batch in a stage", ["stage"],
                         buckets=(1, 2, 4, 8, 16, 32, 64))
 QUEUE_DEPTH = Gauge("castfinder_queue_depth", "Items waiting between stages", ["queue"])
+# several sources sharing one detect and embed stage (stream/shared_stages.py)
+SOURCE_QUEUE_DEPTH = Gauge("castfinder_source_queue_depth", "Items a source has waiting for the shared stages", ["video"])
+BATCH_FILL = Histogram("castfinder_batch_fill_ratio", "Frames in a shared model call over the most it may hold", ["stage"],
+                       buckets=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))
+BATCH_SOURCES = Histogram("castfinder_batch_sources", "Sources whose frames share one detector call",
+                          buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
+SOURCE_FPS = Gauge("castfinder_source_frames_per_second", "Frames decoded per wall second, per source", ["video"])
 REALTIME_FACTOR = Gauge("castfinder_realtime_factor", "Video seconds indexed per wall second", ["video"])
 INDEXED_SECONDS = Gauge("castfinder_indexed_until_seconds", "Video time indexed so far", ["video"])
 FRESHNESS_SECONDS = Histogram("castfinder_freshness_lag_seconds", "From a frame's decode to its vectors being searchable",

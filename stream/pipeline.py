@@ -56,6 +56,7 @@ class Batch:
     faces: list = field(default_factory=list)
     records: list = field(default_factory=list)
     decoded_at: float = 0.0  # monotonic time the oldest frame was decoded
+    fine: list | None = None  # which frames get the detector's small-face levels (planned once)
 
 
 @dataclass
@@ -107,6 +108,43 @@ class SmallFacePlanner:
                 self.small_shot = True
 
 
+def detect_together(detector, parts: list) -> None:
+    """Faces for the batches `parts` ((job, Batch) pairs, of one source or several) in one detector call.
+    Each frame keeps its own source's small-face plan, made once per batch (a batch that is run again
+    after a failure keeps it), and each batch gets back the faces of its own frames."""
+    for job, batch in parts:
+        if batch.fine is None:
+            batch.fine = job._small_faces.plan([shot for shot, _ in batch.items])
+    images = [f.image for _, batch in parts for _, f in batch.items]
+    faces = detector.detect(images, [fine for _, batch in parts for fine in batch.fine])
+    at = 0
+    for job, batch in parts:
+        batch.faces = faces[at:at + len(batch.items)]
+        at += len(batch.items)
+        job._small_faces.seen([shot for shot, _ in batch.items], batch.fine, batch.faces)
+        M.FACES_DETECTED.labels(job.label).inc(sum(len(f) for f in batch.faces))
+
+
+def embed_together(models: "Models", batches: list) -> None:
+    """Frame and face vectors for the frames of `batches` (of one source or several) in one call per
+    embedder; each batch gets the records of its own frames."""
+    images = [f.image for batch in batches for _, f in batch.items]
+    faces = [found for batch in batches for found in batch.faces]
+    for image, found in zip(images, faces):
+        for face in found:
+            face.sharpness = face_sharpness(image, face.box)
+    frame_vecs = {e.name: e.embed_frames(images) for e in models.frame}
+    face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
+    i = 0
+    for batch in batches:
+        for (shot, frame), found in zip(batch.items, batch.faces):
+            batch.records.append((shot, frame.index, frame.time_s, found,
+                                  {k: v[i] for k, v in frame_vecs.items()},
+                                  {k: v[i] for k, v in face_vecs.items()}))
+            i += 1
+        batch.items = [(s, None) for s, _ in batch.items]  # free the images early
+
+
 class Models:
     """Loaded once per process and shared by every ingest (no per-video reloads)."""
 
@@ -128,8 +166,11 @@ def fingerprint(source: str) -> str:
 
 class IngestJob:
     def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
-                 force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None):
+                 force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None,
+                 new_video_id: int | None = None):
+        """new_video_id: the id a new video row gets (a sharded index's job numbers all its videos)."""
         self.source, self.store, self.cfg, self.models = source, store, cfg, models
+        self.new_video_id = new_video_id
         self.cast_cfg = cast if cast is not None else CastConfig()
         self._cast = None
         self.force, self.progress = force, progress
@@ -183,7 +224,8 @@ class IngestJob:
             log.info("resuming video %s from shot %d (%.2f s)", row["id"], first_shot, start_s)
             return start_s, first_shot
         name = Path(self.source).name if os.path.isfile(self.source) else self.source
-        self.video_id = cat.create_video(self.source, fp, name, self.info, {"ingest": self.cfg.__dict__})
+        self.video_id = cat.create_video(self.source, fp, name, self.info, {"ingest": self.cfg.__dict__},
+                                         video_id=self.new_video_id)
         return 0.0, 0
 
     # --- stages -------------------------------------------------------------------------------
@@ -291,23 +333,10 @@ class IngestJob:
             out.put(item)
 
     def _detect(self, batch: Batch) -> None:
-        fine = self._small_faces.plan([shot for shot, _ in batch.items])
-        batch.faces = self.models.detector.detect([f.image for _, f in batch.items], fine)
-        self._small_faces.seen([shot for shot, _ in batch.items], fine, batch.faces)
-        M.FACES_DETECTED.labels(self.label).inc(sum(len(f) for f in batch.faces))
+        detect_together(self.models.detector, [(self, batch)])
 
     def _embed(self, batch: Batch) -> None:
-        images = [f.image for _, f in batch.items]
-        for image, faces in zip(images, batch.faces):
-            for face in faces:
-                face.sharpness = face_sharpness(image, face.box)
-        frame_vecs = {e.name: e.embed_frames(images) for e in self.models.frame}
-        face_vecs = {e.name: e.embed_batch(list(zip(images, batch.faces))) for e in self.models.face}
-        for i, ((shot, frame), faces) in enumerate(zip(batch.items, batch.faces)):
-            batch.records.append((shot, frame.index, frame.time_s, faces,
-                                  {k: v[i] for k, v in frame_vecs.items()},
-                                  {k: v[i] for k, v in face_vecs.items()}))
-        batch.items = [(s, None) for s, _ in batch.items]  # free the images early
+        embed_together(self.models, [batch])
 
     def _write(self, records: list) -> None:
         if not records:
@@ -335,11 +364,13 @@ class IngestJob:
         return kept
 
     # --- run ----------------------------------------------------------------------------------
-    def run(self) -> IngestResult:
+    def run(self, stages=None) -> IngestResult:
+        """Ingest to the end (or a stop). stages: a stream.shared_stages.SharedStages, whose one detect
+        and embed stage serve every ingest attached to it (their batches mix frames of all of them);
+        None runs this ingest's own detect and embed threads."""
         t_start = time.monotonic()
         self.prepare()
         plan = self._plan
-        cat = self.store.catalogue
         self.label = str(self.video_id)
         if plan is None:
             self.decoder.close()
@@ -352,35 +383,51 @@ class IngestJob:
                                              enabled=self.models.detector.small_face_px < self.models.detector.min_face_px)
         self.status = "ingesting"
         self.batch_size, self.queue_size = self.cfg.batching(self.models.detector.device.type)
-        q1, q2, q3 = (queue.Queue(self.queue_size) for _ in range(3))
-        threads = [threading.Thread(target=self._source_stage, args=(q1, start_s, first_shot), name="cf-source", daemon=True),
-                   threading.Thread(target=self._detect_stage, args=(q1, q2), name="cf-detect", daemon=True),
-                   threading.Thread(target=self._embed_stage, args=(q2, q3), name="cf-embed", daemon=True)]
-        for t in threads:
-            t.start()
         self._indexed_until, self._shot_buffer = start_s, []
         self._t_start, self._start_s = t_start, start_s  # for the real-time factor
+        lane = None
+        if stages is None:
+            q1, q2, q3 = (queue.Queue(self.queue_size) for _ in range(3))
+            threads = [threading.Thread(target=self._detect_stage, args=(q1, q2), name="cf-detect", daemon=True),
+                       threading.Thread(target=self._embed_stage, args=(q2, q3), name="cf-embed", daemon=True)]
+        else:
+            lane = stages.attach(self)
+            q1, q3, threads = lane.inbox, lane.outbox, []
+        threads.insert(0, threading.Thread(target=self._source_stage, args=(q1, start_s, first_shot),
+                                           name=f"cf-source-{self.label}", daemon=True))
+        for t in threads:
+            t.start()
         try:
-            while True:
-                item = q3.get()
-                M.QUEUE_DEPTH.labels("write").set(q3.qsize())
-                if item is END:
-                    break
-                if self.error is not None:
-                    continue  # drain so the stages can finish
-                t0 = time.perf_counter()
-                try:
-                    self._write_item(item)
-                except Exception as exc:  # the writer failed: stop the source and drain, as for a stage error
-                    self.error = exc
-                    self.stop()
-                    continue
-                M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
+            self._write_loop(q3)
         finally:
             for t in threads:
                 t.join(timeout=30)
+            if lane is not None:
+                stages.detach(lane)
             self.decoder.close()
-        wall = time.monotonic() - t_start
+        return self._finish(time.monotonic() - t_start)
+
+    def _write_loop(self, inp: queue.Queue) -> None:
+        """The writer: batches and shot events in stream order, until the source's end marker."""
+        while True:
+            item = inp.get()
+            M.QUEUE_DEPTH.labels("write").set(inp.qsize())
+            if item is END:
+                break
+            if self.error is not None:
+                continue  # drain so the stages can finish
+            t0 = time.perf_counter()
+            try:
+                self._write_item(item)
+            except Exception as exc:  # the writer failed: stop the source and drain, as for a stage error
+                self.error = exc
+                self.stop()
+                continue
+            M.STAGE_SECONDS.labels("write").observe(time.perf_counter() - t0)
+
+    def _finish(self, wall: float) -> IngestResult:
+        """Record how the ingest ended on the video row; raise its error, if it had one."""
+        cat = self.store.catalogue
         stats = self.decoder.stats
         if self.error is not None:
             status = "failed"
@@ -476,6 +523,7 @@ class IngestJob:
         rtf = (indexed_until - self._start_s) / wall
         M.REALTIME_FACTOR.labels(self.label).set(rtf)
         M.INDEXED_SECONDS.labels(self.label).set(indexed_until)
+        M.SOURCE_FPS.labels(self.label).set(self.decoder.stats.frames / wall)
         M.record_gpu()
         self.indexed_until = indexed_until
         self.realtime_factor = rtf
