@@ -290,7 +290,7 @@ class Index:
         try:
             if writable:
                 self._open_writer()
-            elif writable is False or (self.path / "catalogue.sqlite").exists():
+            elif writable is False or (self.path / "catalogue.sqlite").exists() or self._sharded():
                 self._open_reader()  # a damaged catalogue is reported now
             elif self.path.exists() and not self.path.is_dir():
                 raise InputError(f"{self.path}: exists and is not a directory")
@@ -304,16 +304,21 @@ class Index:
         if self._closed:
             raise InputError(f"{self.path}: this index has been closed")
 
+    def _sharded(self) -> bool:
+        """The folder holds shards written by `castfinder ingest --ray` (index/shards.py): searched as one."""
+        from castfinder.index.shards import is_sharded
+        return is_sharded(self.path)
+
     def _open_reader(self):
-        from castfinder.index.store import IndexStore
+        from castfinder.index.shards import open_store
         with self._lock:
             self._check_open()
             if self._store is None:
-                self._store = IndexStore(self.path)  # NotFoundError when there is no index yet
+                self._store = open_store(self.path)  # NotFoundError when there is no index yet
             return self._store
 
     def _open_writer(self, what: str = "write it", kind: str | None = None):
-        from castfinder.index.store import IndexStore
+        from castfinder.index.shards import open_store
         with self._lock:
             self._check_open()
             if self._store is not None and self._store.writable:
@@ -324,7 +329,7 @@ class Index:
             if kind is None:
                 kind = self._store.kind if self._store is not None else self.config.ingest.index_kind
             # the reader is dropped, not closed: a query on another thread may still be using it
-            self._store = IndexStore(self.path, writable=True, kind=kind)
+            self._store = open_store(self.path, writable=True, kind=kind)  # a sharded index: InputError
             return self._store
 
     def _engine(self):
@@ -471,7 +476,7 @@ class Index:
             return self._store
         if recluster:
             return self._open_writer("recluster the cast")
-        if self._writable is False:
+        if self._writable is False or self._sharded():  # shards' casts are built by their ingest workers
             return self._open_reader()
         try:  # a finished video's cast is built (and stored) on first look
             return self._open_writer("build the cast")
@@ -518,6 +523,9 @@ class Index:
         cluster = _ident(cluster, "cluster")
         if not isinstance(name, str) or not name.strip():
             raise InputError("a cluster name must be a non-empty string")
+        if self._sharded():  # named in the shard holding it, under that shard's writer lock for the moment
+            cast = self._engine().cast()
+            return {"cluster": cluster, "video": cast.store.name_cluster(cluster, name, cast.p), "name": name.strip()}
         store = self._open_writer("name a cluster")
         self._engine().cast().name(cluster, name)
         row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster,)).fetchone()

@@ -129,6 +129,9 @@ def _config_from_args(args):
 
 
 def cmd_ingest(args) -> int:
+    if args.ray is not None:  # across a Ray cluster, into a sharded index
+        from .ray_ingest import cmd_ray_ingest
+        return cmd_ray_ingest(args, _config_from_args(args))
     from castfinder.stream.metrics import start_metrics_server
 
     from .api import open_index
@@ -335,6 +338,8 @@ def cmd_eval_faces(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from castfinder.index.fusion import METHODS
 
+    from .ray_ingest import ray_address
+
     p = _Parser(prog="castfinder", description="Find movie characters in streaming video.")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = p.add_subparsers(dest="command", required=True)
@@ -350,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--metrics-host", type=nonempty, default="127.0.0.1")
     ing.add_argument("--show-shots", action="store_true", help="print the shot table afterwards")
     ing.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ing.add_argument("--ray", nargs="?", const="auto", type=ray_address, metavar="ADDRESS",
+                     help="ingest across a Ray cluster into a sharded index: auto (the running cluster), local "
+                          "or HOST:PORT (needs pip install 'castfinder[ray]'; README: An archive on a cluster)")
+    ing.add_argument("--ray-workers", type=int_in(1, 4096), help="Ray workers (default: a worker per GPU, else per "
+                                                                "--ray-threads CPUs of the cluster)")
+    ing.add_argument("--ray-threads", type=int_in(1, 256), default=1, help="model threads per Ray worker (default 1)")
     ing.set_defaults(func=cmd_ingest)
 
     sh = sub.add_parser("shots", help="list the shots of an indexed video")

@@ -62,7 +62,6 @@ class QueryEngine:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, list[QueryVector]] = OrderedDict()
         self._cache_size = cache_size
-        self._tracks: dict[str, object] = {}
 
     # --- models ---------------------------------------------------------------------------------
     def _model(self, key: str, make):
@@ -140,19 +139,14 @@ class QueryEngine:
         """The face tracks of `feature`, synced with the catalogue (the tracks of every closed shot)."""
         if feature is None or self.cfg.query.track_weight <= 0:
             return None
-        from castfinder.index.track_vectors import TrackVectors
-        with self._lock:
-            if feature not in self._tracks:
-                self._tracks[feature] = TrackVectors(feature)
-            tv = self._tracks[feature]
-        tv.sync(self.store.catalogue)
-        return tv
+        return self.store.track_vectors(feature)
 
     def cast(self):
-        from castfinder.index.cast import Cast
+        from castfinder.index.cast import Cast, params_from_config
+        from castfinder.index.shards import ShardedCast, ShardedStore
         face = next((n for n in self.store.indexed_features() if n in FACE_EMBEDDERS), "dlib-resnet")
-        from castfinder.index.cast import params_from_config
-        return Cast(self.store, params_from_config(self.cfg.cast, face))
+        params = params_from_config(self.cfg.cast, face)
+        return ShardedCast(self.store, params) if isinstance(self.store, ShardedStore) else Cast(self.store, params)
 
     def cluster_vectors(self, character: str) -> list[QueryVector]:
         """No photos: the vectors of the cluster named `character` are the query."""

@@ -27,6 +27,7 @@ def grab_frame(source: str, time_s: float, width: int) -> np.ndarray | None:
 
 def render(store, video_id: int, time_s: float, face_id: int | None) -> np.ndarray | None:
     """BGR image of the frame at time_s with face `face_id` boxed, or None when the source is gone."""
+    store = store.for_video(video_id)  # a sharded index: the shard that holds the video
     video = store.catalogue.video(video_id)
     image = grab_frame(video["source"], time_s, video["width"])
     if image is None:
@@ -58,6 +59,7 @@ def shot_thumbnail(store, video_id: int, shot: int, frame_id: int | None = None,
     """JPEG bytes for one shot. Without a frame: the frame of the shot with the largest face
     (its middle frame when it has none). Cached on disk: thumbnails never change. `on_write(path,
     size)` hears of each new cache file (the service keeps the cache within its size limit)."""
+    store = store.for_video(video_id)
     cat = store.catalogue
     if cat.video(video_id) is None:
         raise NotFoundError(f"no video with id {video_id}")

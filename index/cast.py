@@ -348,6 +348,11 @@ class Cast:
             raise NameTakenError(f"the name '{name}' is already used by cluster {other[0]}")
         c.execute("UPDATE clusters SET name=? WHERE id=?", (name, cluster_id))
 
+    def cluster_video(self, cluster_id: int) -> int | None:
+        """The video of a cluster, or None when there is no such cluster."""
+        row = self.cat.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster_id,)).fetchone()
+        return None if row is None else int(row[0])
+
     def named(self, name: str) -> tuple[int, int, np.ndarray]:
         """(cluster id, video id, track vectors) of the cluster with this name."""
         ensure_schema(self.cat)

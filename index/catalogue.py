@@ -150,12 +150,14 @@ class Catalogue:
         return self.conn.execute("SELECT * FROM videos WHERE fingerprint=? ORDER BY id DESC LIMIT 1",
                                  (fingerprint,)).fetchone()
 
-    def create_video(self, source: str, fingerprint: str, name: str, info, config: dict) -> int:
+    def create_video(self, source: str, fingerprint: str, name: str, info, config: dict,
+                     video_id: int | None = None) -> int:
+        """video_id: the id to use (a sharded index's job numbers the videos of all its shards)."""
         now = time.time()
         cur = self.conn.execute(
-            "INSERT INTO videos (source, fingerprint, name, status, is_live, duration_s, fps, width, height,"
-            " config, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (source, fingerprint, name, "ingesting", int(info.is_live), info.duration_s, info.fps,
+            "INSERT INTO videos (id, source, fingerprint, name, status, is_live, duration_s, fps, width, height,"
+            " config, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (video_id, source, fingerprint, name, "ingesting", int(info.is_live), info.duration_s, info.fps,
              info.width, info.height, json.dumps(config), now, now))
         return int(cur.lastrowid)
 
@@ -273,6 +275,13 @@ class Catalogue:
             vecs = np.stack([np.frombuffer(r[1], np.float32) for r in rows])
             yield ids, vecs
             last = int(ids[-1])
+
+    def shot_frame_vectors(self, feature: str, video_id: int, shot: int) -> np.ndarray | None:
+        """The frame vectors (not face vectors) of one shot, or None when it has none."""
+        rows = self.conn.execute(
+            "SELECT v.vec FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.feature=? AND v.face_id IS NULL"
+            " AND f.video_id=? AND f.shot_idx=?", (feature, video_id, shot)).fetchall()
+        return np.stack([np.frombuffer(r[0], np.float32) for r in rows]) if rows else None
 
     def feature_count(self, feature: str, upto: int) -> int:
         """Vectors of a feature with id <= upto (what a FAISS checkpoint holding ids up to `upto` must hold)."""

@@ -94,15 +94,13 @@ def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video
     """Shots that look like the best-scoring shot as whole frames (its frame vectors as queries):
     the same set, light and clothes. Used only below every face hit, for shots where the character
     shows no usable face (the back of a head, a face too small or dark to detect)."""
-    rows = store.catalogue.conn.execute(
-        "SELECT v.vec FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.feature=? AND v.face_id IS NULL"
-        " AND f.video_id=? AND f.shot_idx=?", (feature, top_key >> 32, top_key & 0xFFFFFFFF)).fetchall()
-    if not rows:
+    vectors = store.catalogue.shot_frame_vectors(feature, top_key >> 32, top_key & 0xFFFFFFFF)
+    if vectors is None:
         return None
     index = store.feature(feature)
     k = max(top_k, SCENE_TAIL_K)  # its own budget: a small top-k for faces must not starve the tail
     k = k if video_id is None else min(index.ntotal, k * 4)
-    scores, ids = index.search(np.stack([np.frombuffer(r[0], np.float32) for r in rows]), max(1, k))
+    scores, ids = index.search(vectors, max(1, k))
     keys, sims, vids = (np.concatenate(a) for a in zip(*(_shot_scores(store, sc, i, video_id)
                                                        for sc, i in zip(scores, ids))))
     order = np.argsort(-sims, kind="stable")

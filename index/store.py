@@ -60,7 +60,9 @@ class IndexStore:
         self._write_lock = threading.Lock()
         self._last_checkpoint = time.monotonic()
         self._checkpoint_lock = threading.Lock()  # several writers (ingests of one process) save one at a time
-        self.vector_map = VectorMap()
+        # a shard's ids start at its base (index/shards.py); an ordinary index's at 0
+        self.vector_map = VectorMap(int((self.catalogue.get_meta("shard") or {}).get("id_base", 0)))
+        self._track_vectors: dict = {}
 
     def _take_writer_lock(self) -> None:
         path = self.dir / ".writer.lock"
@@ -121,6 +123,18 @@ class IndexStore:
 
     def indexed_features(self) -> dict[str, int]:
         return self.catalogue.get_meta("feature_dims", {})
+
+    def for_video(self, video_id: int) -> "IndexStore":
+        """The store holding a video: this one (a sharded index answers with the video's shard)."""
+        return self
+
+    def track_vectors(self, feature: str):
+        """The face tracks of `feature` in memory, synced with the catalogue (every closed shot's)."""
+        from .track_vectors import TrackVectors
+        with self._features_lock:
+            tv = self._track_vectors.setdefault(feature, TrackVectors(feature))
+        tv.sync(self.catalogue)
+        return tv
 
     def add_records(self, video_id: int, records: list) -> int:
         """Commit frames/faces/vectors to SQLite, then make them searchable in FAISS."""
