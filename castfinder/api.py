@@ -285,6 +285,7 @@ class Index:
         self._store = None
         self._engine_ = None
         self._models = None                     # the ingest models
+        self._stages = None                     # detect/embed stages shared by ingests (stream/shared_stages.py)
         self._ingests: list[Ingest] = []
         self._closed = False
         try:
@@ -351,16 +352,18 @@ class Index:
     # --- ingest -----------------------------------------------------------------------------------
     @_clear_errors
     def start_ingest(self, source: str | os.PathLike, force: bool = False,
-                     progress: Callable[[dict], Any] | None = None, start: bool = True) -> Ingest:
+                     progress: Callable[[dict], Any] | None = None, start: bool = True,
+                     shared: bool = False) -> Ingest:
         """Open `source` (a file, rtsp://, http(s)://, udp://, or "-" for stdin), load the models, create
         or find its video and start ingesting it in a thread; returns at once with an `Ingest`.
         A file already indexed is reused unless force=True; one that was stopped resumes.
         progress(dict) is called from the ingest thread with indexed_until_s, realtime_factor,
         duration_s, frames_decoded and vectors. start=False returns it prepared but not running
-        (call .start()), e.g. to install signal handlers first."""
+        (call .start()), e.g. to install signal handlers first. shared=True runs it on this Index's shared
+        detect/embed stages, whose model calls mix the frames of every shared ingest (ingest_many)."""
         if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
             raise InputError(f"source must be a file path or a URL, not {source!r}")
-        source, force = str(source), _flag(force, "force")
+        source, force, shared = str(source), _flag(force, "force"), _flag(shared, "shared")
         if progress is not None and not callable(progress):
             raise InputError("progress must be a function taking a dict, or None")
         store = self._open_writer("ingest", kind=None if self.writable else self.config.ingest.index_kind)
@@ -385,6 +388,8 @@ class Index:
                 job.decoder.close()
                 raise
             run = Ingest(self, job, source)
+            if shared:
+                job.stages = self._shared_stages()
             self._ingests = [r for r in self._ingests if r.running] + [run]
         return run.start() if start else run
 
@@ -404,6 +409,29 @@ class Index:
             except Exception:  # interrupted is what the caller hears about
                 pass
             raise
+
+    def _shared_stages(self):
+        """The detect/embed stages shared by this Index's ingests (made with the models, on first use)."""
+        if self._stages is None:
+            from castfinder.stream.shared_stages import SharedStages
+            self._stages = SharedStages(self._models, self.config.ingest)
+        return self._stages
+
+    def start_ingest_many(self, sources, force: bool = False,
+                          progress: Callable[[dict], Any] | None = None) -> list:
+        """Start ingesting every source (files, URLs, live streams, mixed) together: each its own video,
+        searchable as its shots close, all sharing one detect and one embed stage. Returns one Ingest per
+        source, in order; a source that could not be opened gets one that has already failed (wait()
+        raises its error). progress(dict) gets each source's progress with "source" added."""
+        from .multi_ingest import start_many
+        return start_many(self, sources, force=_flag(force, "force"), progress=progress)
+
+    def ingest_many(self, sources, force: bool = False, progress: Callable[[dict], Any] | None = None) -> list[dict]:
+        """Ingest every source together to its end; one summary per source, in order, as ingest() gives
+        plus "error": None, or the source's error (its status "failed"). A failing source never stops the
+        others. Ctrl-C stops them all cleanly and raises KeyboardInterrupt."""
+        from .multi_ingest import ingest_many
+        return ingest_many(self, sources, force=_flag(force, "force"), progress=progress, close_wait_s=CLOSE_WAIT_S)
 
     def stop(self) -> None:
         """Stop every ingest this Index is running (each saves its closed shots)."""
@@ -546,6 +574,8 @@ class Index:
                                 run.video, CLOSE_WAIT_S)
             else:
                 run.job.decoder.close()  # prepared, never started
+        if self._stages is not None:
+            self._stages.close(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._closed = True
             store, self._store, self._engine_ = self._store, None, None

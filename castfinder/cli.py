@@ -136,12 +136,15 @@ def cmd_ingest(args) -> int:
 
     from .api import open_index
 
+    if len(args.source) > 1:
+        from .cli_many import cmd_ingest_many
+        return cmd_ingest_many(args)
     cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
     with open_index(args.index, cfg, writable=True) as idx:
         # source opened (bad input reported before model loading), models loaded, video row made; not running yet
-        run = idx.start_ingest(args.source, force=args.force, start=False)
+        run = idx.start_ingest(args.source[0], force=args.force, start=False)
         bar, update = _progress_bar(run.job)
         run.job.progress = update
         _stop_on_signals(run.job)  # installed before it runs: a signal always stops it cleanly
@@ -345,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="index a video file or live stream")
-    ing.add_argument("source", help="file path, rtsp://, http(s)://, udp://, or - for stdin")
+    ing.add_argument("source", nargs="+", help="file path, rtsp://, http(s)://, udp://, or - for stdin; several "
+                     "(mixed kinds too) are ingested together in one process, sharing the model batches")
     ing.add_argument("--index", required=True, help="index directory (created if missing)")
     ing.add_argument("--config", help="preset name in configs/ or a YAML path (default: default)")
     ing.add_argument("--force", action="store_true", help="rebuild this video even if already indexed")

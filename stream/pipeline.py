@@ -174,6 +174,7 @@ class IngestJob:
         self.cast_cfg = cast if cast is not None else CastConfig()
         self._cast = None
         self.force, self.progress = force, progress
+        self.stages = None  # shared detect/embed stages to run on (stream/shared_stages.py); None: its own
         self.stop_event = threading.Event()
         # bad input fails here, before any write
         self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height)
@@ -367,7 +368,8 @@ class IngestJob:
     def run(self, stages=None) -> IngestResult:
         """Ingest to the end (or a stop). stages: a stream.shared_stages.SharedStages, whose one detect
         and embed stage serve every ingest attached to it (their batches mix frames of all of them);
-        None runs this ingest's own detect and embed threads."""
+        None runs on self.stages, if set, else on this ingest's own detect and embed threads."""
+        stages = stages if stages is not None else self.stages
         t_start = time.monotonic()
         self.prepare()
         plan = self._plan

@@ -1,0 +1,126 @@
+"""Several sources ingested together into one index by one process (`Index.ingest_many`, and
+`castfinder ingest A B C`): each source is its own video with its own decode / shot-cutting thread
+and writer, and all of them share one detect and one embed stage whose model calls mix their frames
+(castfinder.stream.shared_stages). A source that cannot be opened, or fails while running, ends with
+its own error; the others go on."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from .core.errors import CastfinderError, InputError
+
+log = logging.getLogger(__name__)
+
+
+class NotOpened:
+    """A source that could not be opened: it has ended already, with its error (no video was made)."""
+
+    video = None
+    job = None
+    status = "failed"
+    running = False
+    reused = False
+    indexed_until_s = 0.0
+    realtime_factor = 0.0
+
+    def __init__(self, source: str, error: BaseException):
+        self.source, self.error = source, error
+
+    def start(self) -> "NotOpened":
+        return self
+
+    def stop(self) -> None:
+        pass
+
+    def wait(self, timeout: float | None = None) -> dict:
+        raise self.error
+
+    def __repr__(self) -> str:
+        return f"<castfinder.Ingest not opened: {self.source}: {self.error}>"
+
+
+def _sources(sources) -> list[str]:
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    try:
+        items = list(sources)
+    except TypeError:
+        raise InputError(f"sources must be a list of file paths or URLs, not {type(sources).__name__}") from None
+    if not items:
+        raise InputError("no sources given")
+    out, seen = [], {}
+    for i, s in enumerate(items):
+        if not isinstance(s, (str, os.PathLike)) or not str(s).strip():
+            raise InputError(f"sources[{i}] must be a file path or a URL, not {s!r}")
+        s = str(s)
+        key = os.path.realpath(s) if os.path.exists(s) else s
+        if key in seen:  # one video, two writers: refused before anything runs
+            raise InputError(f"{s}: given twice (as source {seen[key] + 1} and {i + 1})")
+        seen[key] = i
+        out.append(s)
+    return out
+
+
+def start_many(index, sources, force: bool = False,
+               progress: Callable[[dict], Any] | None = None) -> list:
+    """Open each source and start it on the index's shared stages (each as soon as it is open: a live
+    source slow to answer does not delay the files before it). Returns one handle per source, in order:
+    an api.Ingest, or a NotOpened for a source that could not be opened. progress(dict) gets each
+    source's progress with its "source" added."""
+    sources = _sources(sources)
+    if progress is not None and not callable(progress):
+        raise InputError("progress must be a function taking a dict, or None")
+    runs = []
+    try:
+        for source in sources:
+            report = None if progress is None else (lambda p, s=source: progress({**p, "source": s}))
+            try:
+                runs.append(index.start_ingest(source, force=force, progress=report, shared=True))
+            except CastfinderError as exc:  # this source only: the others still run
+                log.info("%s: not ingested: %s", source, exc)
+                runs.append(NotOpened(source, exc))
+    except BaseException:  # interrupted while opening: the ones started stop cleanly
+        for run in runs:
+            run.stop()
+        raise
+    return runs
+
+
+def record(run) -> dict:
+    """A finished handle's summary: api.ingest_record plus "error" (None, or the source's error)."""
+    from .api import ingest_record
+    try:
+        doc = run.wait()
+        doc["error"] = None
+        return doc
+    except (CastfinderError, RuntimeError, OSError) as exc:
+        job = run.job
+        if job is not None and job.result is not None:  # it ran and failed: what it indexed stays searchable
+            doc = ingest_record(job.result, run.source)
+        else:
+            doc = {"video": run.video, "source": run.source, "status": "failed"}
+        doc["status"] = "failed"
+        doc["error"] = str(exc)
+        doc["exit_code"] = getattr(exc, "exit_code", 1)
+        return doc
+
+
+def ingest_many(index, sources, force: bool = False, progress: Callable[[dict], Any] | None = None,
+                close_wait_s: float = 30.0) -> list[dict]:
+    """Ingest every source to its end and return one summary per source (see record()). Ctrl-C stops
+    them all cleanly (closed shots saved) and raises KeyboardInterrupt."""
+    runs = start_many(index, sources, force=force, progress=progress)
+    try:
+        return [record(run) for run in runs]
+    except KeyboardInterrupt:
+        for run in runs:
+            run.stop()
+        for run in runs:
+            try:
+                run.wait(close_wait_s)
+            except Exception:  # interrupted is what the caller hears about
+                pass
+        raise
