@@ -23,6 +23,15 @@ PANELS = [
     ("Freshness lag p95 (decoded → searchable)", "s", [
         ("histogram_quantile(0.95, sum by (le) (rate(castfinder_freshness_lag_seconds_bucket[5m])))", "p95")], 8),
     ("Shots closed per minute", "short", [("sum by (video) (rate(castfinder_shots_closed_total[5m])) * 60", "video {{video}}")], 8),
+    # several sources in one process sharing the detect and embed stages (castfinder ingest A B C ...)
+    ("Frames decoded per second, per source", "fps", [
+        ("sum by (video) (rate(castfinder_frames_decoded_total[1m]))", "video {{video}}"),
+        ("castfinder_source_frames_per_second", "video {{video}} (since start)")], 12),
+    ("Shared model calls: batch fill and sources per call", "short", [
+        ("sum by (stage) (rate(castfinder_batch_fill_ratio_sum[1m])) / sum by (stage) (rate(castfinder_batch_fill_ratio_count[1m]))",
+         "fill {{stage}}"),
+        ("sum(rate(castfinder_batch_sources_sum[1m])) / sum(rate(castfinder_batch_sources_count[1m]))", "sources per detect call")], 12),
+    ("Queue depth per source (waiting for the shared stages)", "short", [("castfinder_source_queue_depth", "video {{video}}")], 8),
     ("GPU utilisation", "percentunit", [("castfinder_gpu_utilization_ratio", "gpu {{gpu}}")], 8),
     ("GPU memory", "bytes", [("castfinder_gpu_memory_used_bytes", "device {{gpu}}"),
                              ("castfinder_gpu_memory_bytes", "castfinder (torch)")], 8),

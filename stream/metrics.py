@@ -66,6 +66,21 @@ def record_gpu() -> None:
         pass
 
 
+def gpu_snapshot() -> list[dict]:
+    """Each GPU now, from NVML: utilisation (0-1 over NVML's last sample period) and memory used/total
+    in bytes. Empty without pynvml or a GPU (benchmarks report it; the gauges above export it)."""
+    out = []
+    try:
+        import pynvml
+        for i, handle in enumerate(_nvml_handles()):
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            out.append({"gpu": i, "utilization": pynvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                        "memory_used": int(mem.used), "memory_total": int(mem.total)})
+    except Exception:  # no driver or no pynvml: nothing to report
+        return []
+    return out
+
+
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     from prometheus_client import start_http_server
 
