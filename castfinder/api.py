@@ -7,8 +7,9 @@
 
 Every method returns the plain records the CLI prints with --json (`query` is exactly the documented
 query JSON), and every error is one of castfinder.core.errors. The CLI's ingest, query, videos, shots and
-cast commands go through this module; it wraps the pipeline, the store, the query engine and the cast
-and holds no logic of its own beyond checking arguments.
+cast commands and the HTTP service (`castfinder serve`, one Index per server) go through this module; it
+wraps the pipeline, the store, the query engine and the cast and holds no logic of its own beyond
+checking arguments.
 
 Heavy modules (torch, FAISS, PyAV) are imported on first use, so `import castfinder` stays light."""
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
+import json
 import logging
 import math
 import os
@@ -27,7 +29,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from .core.errors import IndexBusyError, InputError, NotFoundError
+from .core.errors import CastfinderError, IndexBusyError, InputError, NotFoundError, TooManyIngestsError
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,25 @@ def _load_config(config, device: str | None, weights_dir: str | None):
 
 
 # --- records: what the CLI prints with --json ---------------------------------------------------------
-def video_record(store, row) -> dict:
-    c = store.catalogue.counts(row["id"])
+def video_record(row, counts: dict, run: "Ingest | None" = None) -> dict:
+    """A video as the CLI's `videos --json` and the service's GET /videos show it. `run`: this Index's
+    latest ingest of it, if any (a running one is ahead of the catalogue: its progress counts)."""
+    running = run is not None and run.running
+    until = max(row["indexed_until_s"] or 0.0, run.indexed_until_s if running else 0.0)
+    duration = row["duration_s"]
     return {"id": row["id"], "name": row["name"], "source": row["source"], "status": row["status"],
-            "duration_s": row["duration_s"], "indexed_until_s": row["indexed_until_s"], "shots": c["shots"],
-            "frames": c["frames"], "faces": c["faces"], "vectors": c["vectors"], "error": row["error"]}
+            "live": bool(row["is_live"]), "running": running, "duration_s": duration,
+            "indexed_until_s": round(until, 3), "progress": round(min(1.0, until / duration), 4) if duration else None,
+            "realtime_factor": round(run.job.realtime_factor, 3) if run is not None else None,
+            "shots": counts["shots"], "frames": counts["frames"], "faces": counts["faces"], "vectors": counts["vectors"],
+            "frames_decoded": row["frames_decoded"], "frames_sampled": row["frames_sampled"],
+            "frames_dropped": row["frames_dropped"], "damaged_spans": json.loads(row["damaged_spans"] or "[]"),
+            "error": row["error"]}
+
+
+def shot_record(s) -> dict:
+    return {"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
+            "faces": s["n_faces"], "closed": bool(s["closed"])}
 
 
 def ingest_record(r, source: str) -> dict:
@@ -113,6 +129,9 @@ def _photo(item, i: int):
     from .querying import digest
 
     label = f"photos[{i}]"
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):  # (name, photo): named so
+        _, image, key = _photo(item[1], i)
+        return item[0], image, key
     if isinstance(item, (str, os.PathLike)):
         from castfinder.models.photo import load_photo
         return str(item), load_photo(item), None   # as the CLI: named by its path
@@ -204,6 +223,15 @@ class Ingest:
         return self.job.indexed_until
 
     @property
+    def realtime_factor(self) -> float:
+        return self.job.realtime_factor
+
+    @property
+    def reused(self) -> bool:
+        """The source was indexed already: nothing runs, wait() reports the stored counts."""
+        return self.job.already_indexed
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and not self._done.is_set()
 
@@ -214,11 +242,15 @@ class Ingest:
         return self
 
     def _run(self) -> None:
+        from castfinder.stream import metrics as M
+        M.INGESTS_RUNNING.inc()
         try:
             self._summary = ingest_record(self.job.run(), self.source)
-        except BaseException as exc:  # handed to whoever waits
+        except BaseException as exc:  # handed to whoever waits (also recorded on the video: failed, error)
             self._error = exc
+            log.info("ingest of video %s failed: %s", self.video, exc)
         finally:
+            M.INGESTS_RUNNING.dec()
             self._done.set()
 
     def stop(self) -> None:
@@ -256,15 +288,18 @@ def _close_all() -> None:
 
 
 def open_index(path: str | os.PathLike, config=None, writable: bool | None = None, device: str | None = None,
-               weights_dir: str | os.PathLike | None = None) -> "Index":
+               weights_dir: str | os.PathLike | None = None, max_ingests: int | None = None) -> "Index":
     """Open the index directory `path` (created by the first ingest).
 
     config: a preset name in configs/, a YAML path, or a castfinder.core.config.Config (default: "default").
     writable: None (default) reads, and takes the writer lock on the first call that writes (ingest,
     name_cluster, cast of a finished video) until close(); True takes it now (IndexBusyError when
     another process writes the index); False never writes. Reading works while another process writes.
-    device: "auto", "cpu" or "cuda" for the models; weights_dir: local weights for hub models."""
-    return Index(path, config=config, writable=writable, device=device, weights_dir=weights_dir)
+    device: "auto", "cpu" or "cuda" for the models; weights_dir: local weights for hub models.
+    max_ingests: at most this many ingests running at once (start_ingest beyond raises TooManyIngestsError;
+    a source already indexed takes no slot); None: no limit."""
+    return Index(path, config=config, writable=writable, device=device, weights_dir=weights_dir,
+                 max_ingests=max_ingests)
 
 
 class Index:
@@ -272,21 +307,24 @@ class Index:
     as the CLI's commands load them). Safe to use from several threads."""
 
     def __init__(self, path, config=None, writable: bool | None = None, device: str | None = None,
-                 weights_dir=None):
+                 weights_dir=None, max_ingests: int | None = None):
         if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
             raise InputError(f"index path must be a folder path, not {path!r}")
         if writable not in (None, True, False):
             raise InputError(f"writable must be None, True or False, not {writable!r}")
         self.path = Path(path)
         self.config = _load_config(config, device, weights_dir)
+        self.max_ingests = _whole(max_ingests, "max_ingests", 1, 10_000)
         self._writable = writable
         self._lock = threading.RLock()          # the store and the query engine
         self._ingest_lock = threading.Lock()    # one ingest set up at a time (model loading)
+        self._recluster_lock = threading.Lock() # a batch clustering of a long film is seconds of CPU: one at a time
         self._store = None
         self._engine_ = None
         self._models = None                     # the ingest models
         self._stages = None                     # detect/embed stages shared by ingests (stream/shared_stages.py)
-        self._ingests: list[Ingest] = []
+        self._runs: dict[int, Ingest] = {}      # the latest ingest of each video this Index ran
+        self._counts: dict[tuple, dict] = {}    # counts of finished videos (a page polls them every few seconds)
         self._closed = False
         try:
             if writable:
@@ -369,12 +407,17 @@ class Index:
         store = self._open_writer("ingest", kind=None if self.writable else self.config.ingest.index_kind)
         from castfinder.stream.pipeline import IngestJob, Models, fingerprint
 
-        from .ingest_manager import record_media
+        from .media import record_media
 
         with self._ingest_lock:
             row = store.catalogue.find_video(fingerprint(source))
-            if row is not None and any(r.running and r.video == row["id"] for r in self._ingests):
+            if row is not None and self.running(row["id"]) is not None:
                 raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
+            reuse = row is not None and row["status"] == "done" and not force
+            running = sum(r.running for r in self._runs.values())
+            if not reuse and self.max_ingests is not None and running >= self.max_ingests:
+                raise TooManyIngestsError(f"{running} ingests are running, the most this index runs at once; try "
+                                          "again when one has finished (or stop one)")
             # the source is opened first: bad input is reported before seconds of model loading
             job = IngestJob(source, store, self.config.ingest, None, force=force, progress=progress,
                             cast=self.config.cast)
@@ -390,8 +433,11 @@ class Index:
             run = Ingest(self, job, source)
             if shared:
                 job.stages = self._shared_stages()
-            self._ingests = [r for r in self._ingests if r.running] + [run]
-        return run.start() if start else run
+            if not run.reused or job.video_id not in self._runs:  # a reuse keeps the real run's numbers
+                self._runs[job.video_id] = run
+            if start:  # inside the lock: a second caller counts this one as running
+                run.start()
+        return run
 
     def ingest(self, source: str | os.PathLike, force: bool = False,
                progress: Callable[[dict], Any] | None = None) -> dict:
@@ -433,45 +479,93 @@ class Index:
         from .multi_ingest import ingest_many
         return ingest_many(self, sources, force=_flag(force, "force"), progress=progress, close_wait_s=CLOSE_WAIT_S)
 
-    def stop(self) -> None:
-        """Stop every ingest this Index is running (each saves its closed shots)."""
-        for run in list(self._ingests):
-            if run.running:
+    def running(self, video: int) -> Ingest | None:
+        """The ingest of `video` this Index is running now, or None."""
+        run = self._runs.get(video)
+        return run if run is not None and run.running else None
+
+    def ingesting(self) -> list[int]:
+        """The videos this Index is ingesting now."""
+        return [vid for vid, run in list(self._runs.items()) if run.running]
+
+    def stop(self, video: int | None = None) -> bool:
+        """Stop the ingest of `video` (None: every ingest this Index runs); each saves its closed shots
+        and ends soon after. Returns whether one was running; NotFoundError for an unknown video."""
+        if video is not None:
+            video = self._row(video)["id"]
+        stopped = False
+        for run in [self.running(video)] if video is not None else list(self._runs.values()):
+            if run is not None and run.running:
                 run.stop()
+                stopped = True
+        return stopped
+
+    @_clear_errors
+    def remove(self, video: int, timeout: float = 60.0) -> dict:
+        """Remove a video, its shots and its vectors from the index (a running ingest of it is stopped
+        first). Takes the writer lock."""
+        video = _ident(video, "video")
+        self.video(video)
+        store = self._open_writer("remove a video")
+        run = self.running(video)
+        if run is not None:
+            run.stop()
+            run._thread.join(timeout)
+            if run.running:
+                raise IndexBusyError(f"video {video} is still stopping after {timeout:g} s; try again")
+        store.remove_vectors(store.catalogue.delete_video(video))
+        store.checkpoint(force=True)
+        self._runs.pop(video, None)
+        return {"id": video, "status": "deleted"}
 
     # --- reading ----------------------------------------------------------------------------------
+    def _record(self, store, row) -> dict:
+        run = self._runs.get(row["id"])
+        running = run is not None and run.running
+        key = (row["id"], row["status"], row["indexed_until_s"])
+        counts = None if running else self._counts.get(key)
+        if counts is None:
+            counts = store.catalogue.counts(row["id"])
+            if not running and row["status"] in ("done", "stopped", "failed"):
+                self._counts[key] = counts
+        return video_record(row, counts, run)
+
     @_clear_errors
     def videos(self) -> list[dict]:
-        """Every video: id, name, source, status, duration_s, indexed_until_s, counts, error."""
+        """Every video: id, name, source, status, live, running (an ingest of this Index), duration_s,
+        indexed_until_s, progress, realtime_factor, counts, frames decoded/sampled/dropped, damaged_spans, error."""
         store = self._open_reader()
-        return [video_record(store, r) for r in store.catalogue.videos()]
+        return [self._record(store, r) for r in store.catalogue.videos()]
+
+    def _row(self, video):
+        video = _ident(video, "video")
+        row = self._open_reader().catalogue.video(video)
+        if row is None:
+            raise NotFoundError(f"no video with id {video}")
+        return row
 
     @_clear_errors
     def video(self, video: int) -> dict:
-        video = _ident(video, "video")
-        store = self._open_reader()
-        row = store.catalogue.video(video)
-        if row is None:
-            raise NotFoundError(f"no video with id {video} in {self.path}")
-        return video_record(store, row)
+        return self._record(self._open_reader(), self._row(video))
 
     @_clear_errors
     def shots(self, video: int) -> list[dict]:
         """The shots of a video: shot, start_s, end_s, frames, faces, closed."""
-        self.video(video)
-        return [{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
-                 "faces": s["n_faces"], "closed": bool(s["closed"])} for s in self._open_reader().catalogue.shots(video)]
+        self._row(video)
+        return [shot_record(s) for s in self._open_reader().catalogue.shots(video)]
 
     @_clear_errors
     def query(self, photos=None, character: str | None = None, video: int | None = None,
               features: str | None = None, both: bool | None = None, top_k: int | None = None,
               fusion: str | None = None, limit: int | None = None, expand: bool = False,
-              thumbnails: str | os.PathLike | None = None) -> dict:
+              thumbnails: str | os.PathLike | None = None, refs: bool = False) -> dict:
         """Find the shots where a character appears. photos: file paths, the files' bytes, RGB uint8
-        arrays (H x W x 3) or PIL images; none: `character` names a cast cluster. Returns the query JSON
-        (README: Querying): character, video, indexed_until_s, fusion, queries, results. Options as the
-        CLI's: features "face=NAME,frame=NAME", both, top_k (1-100000), fusion, limit (0 = all),
-        expand; thumbnails: a folder for one JPEG per result (video<V>_shot<NNNN>.jpg)."""
+        arrays (H x W x 3) or PIL images, each alone or as a (name, photo) pair that names it in the
+        answer; none: `character` names a cast cluster. Returns the query JSON (README: Querying):
+        character, video, indexed_until_s, fusion, queries, results. Options as the CLI's: features
+        "face=NAME,frame=NAME", both, top_k (1-100000), fusion, limit (0 = all), expand; thumbnails: a
+        folder for one JPEG per result (video<V>_shot<NNNN>.jpg). refs=True adds to each result the ids
+        of its best frame and face (frame_id, face_id; see thumbnail())."""
         from castfinder.index.fusion import METHODS
 
         character = _text(character, "character")
@@ -481,6 +575,7 @@ class Index:
         top_k = _whole(top_k, "top_k", 1, MAX_TOP_K)
         limit = _whole(limit, "limit", 0, MAX_LIMIT)
         expand = _flag(expand, "expand")
+        refs = _flag(refs, "refs")
         if fusion is not None and fusion not in METHODS:
             raise InputError(f"unknown fusion {fusion!r} (known: {', '.join(METHODS)})")
         if thumbnails is not None:
@@ -496,6 +591,9 @@ class Index:
         if thumbnails is not None:
             from .thumbnails import write_thumbnails
             write_thumbnails(store, hits, thumbnails)
+        if refs:
+            for r, h in zip(doc["results"], hits):
+                r["frame_id"], r["face_id"] = h.best_frame_id, h.best_face_id
         return doc
 
     # --- the cast ---------------------------------------------------------------------------------
@@ -528,6 +626,16 @@ class Index:
         rows = [store.catalogue.video(video)] if video else store.catalogue.videos()
         if video and rows[0] is None:
             raise NotFoundError(f"no video with id {video}")
+        if recluster and not self._recluster_lock.acquire(blocking=False):
+            raise IndexBusyError("a recluster is already running; try again when it has finished")
+        try:
+            docs = self._cast_docs(store, cast, rows, recluster, sheets)
+        finally:
+            if recluster:
+                self._recluster_lock.release()
+        return docs
+
+    def _cast_docs(self, store, cast, rows, recluster: bool, sheets) -> list[dict]:
         docs = []
         for row in rows:
             vid = row["id"]
@@ -544,34 +652,146 @@ class Index:
                          "sheet": str(overview) if overview else None})
         return docs
 
+    def _cluster_video(self, cluster: int, video: int | None = None) -> tuple[int, int]:
+        """(cluster, its video), or NotFoundError when there is no such cluster (or it is not `video`'s)."""
+        cluster = _ident(cluster, "cluster")
+        video = _ident(video, "video", allow_none=True)
+        cast = self._engine().cast()  # makes the cast tables of an index that has none yet
+        row = cast.cat.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster,)).fetchone()
+        if row is None or (video is not None and row[0] != video):
+            raise NotFoundError(f"video {video} has no cluster {cluster}" if video is not None
+                                else f"no cluster with id {cluster} (see `castfinder cast`)")
+        return cluster, row[0]
+
     @_clear_errors
-    def name_cluster(self, cluster: int, name: str) -> dict:
+    def cluster(self, cluster: int, video: int | None = None) -> dict:
+        """One cast cluster as cast() lists it, as stored (nothing is clustered again). NotFoundError
+        when there is no such cluster (or it is not `video`'s)."""
+        cluster, vid = self._cluster_video(cluster, video)
+        found = [c for c in self._engine().cast().clusters(vid) if c["cluster"] == cluster]
+        if not found:  # a cluster without faces to show is not listed
+            raise NotFoundError(f"cluster {cluster} has no faces to show")
+        return found[0]
+
+    @_clear_errors
+    def cluster_sheet(self, cluster: int, path: str | os.PathLike, video: int | None = None) -> Path:
+        """Write the contact sheet of a cluster's best faces (PNG) to `path`, re-read from the very file
+        its video was ingested from; NotFoundError when that file is gone, replaced or live."""
+        from .contact_sheet import cluster_sheet
+        record = self.cluster(cluster, video)
+        vid = self._cluster_video(cluster, video)[1]
+        os.close(self.open_media(vid))
+        written = cluster_sheet(self._open_reader(), record, Path(path))
+        if written is None:
+            raise NotFoundError(f"video {vid}: the source cannot be re-read for faces")
+        return written
+
+    @_clear_errors
+    def name_cluster(self, cluster: int, name: str, video: int | None = None) -> dict:
         """Name a cast cluster; then query(character=name) finds it without photos. NameTakenError when
-        another cluster has that name."""
+        another cluster has that name; video given: NotFoundError unless the cluster is that video's."""
         cluster = _ident(cluster, "cluster")
         if not isinstance(name, str) or not name.strip():
             raise InputError("a cluster name must be a non-empty string")
         if self._sharded():  # named in the shard holding it, under that shard's writer lock for the moment
             cast = self._engine().cast()
             return {"cluster": cluster, "video": cast.store.name_cluster(cluster, name, cast.p), "name": name.strip()}
+        if video is not None:
+            self._cluster_video(cluster, video)
         store = self._open_writer("name a cluster")
         self._engine().cast().name(cluster, name)
         row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster,)).fetchone()
         return {"cluster": cluster, "video": row[0], "name": name.strip()}
 
+    # --- the media an ingest read ------------------------------------------------------------------
+    @_clear_errors
+    def open_media(self, video: int) -> int:
+        """A read-only file descriptor (the caller closes it) of the very file `video` was ingested
+        from; NotFoundError when it is a live source, or the file is gone or has been replaced since."""
+        from .media import media_file
+        row = self._row(video)
+        if row["is_live"]:
+            raise NotFoundError(f"video {row['id']} is a live source: there is no file to read")
+        return media_file(self._open_reader(), row)
+
+    @_clear_errors
+    def thumbnail(self, video: int, shot: int, frame: int | None = None, face: int | None = None,
+                  cache_dir: str | os.PathLike | None = None, on_write: Callable | None = None) -> bytes:
+        """JPEG of a shot: `frame` (default: the frame with its largest face), `face` boxed (a face of
+        that shot, and of that frame when given), re-read from the very file the video was ingested from.
+        cache_dir: thumbnails are kept there (on_write(path, size) hears of each new file)."""
+        from .thumbnails import shot_thumbnail
+        row = self._row(video)
+        shot = _whole(shot, "shot", 0, MAX_ID, allow_none=False)
+        frame = _whole(frame, "frame", 0, MAX_ID)
+        face = _whole(face, "face", 0, MAX_ID)
+        store = self._open_reader()
+        if face is not None:
+            # only a face of that shot (and frame): any other id would only mint new cache files
+            ok = store.catalogue.conn.execute(
+                "SELECT 1 FROM faces fc JOIN frames f ON f.id=fc.frame_id WHERE fc.id=? AND f.video_id=? AND f.shot_idx=?"
+                + (" AND f.id=?" if frame is not None else ""),
+                (face, row["id"], shot, *((frame,) if frame is not None else ()))).fetchone()
+            if ok is None:
+                raise NotFoundError(f"face {face} is not in shot {shot} of video {row['id']}"
+                                    + (f", frame {frame}" if frame is not None else ""))
+        os.close(self.open_media(row["id"]))
+        data = shot_thumbnail(store, row["id"], shot, frame, face, cache_dir=cache_dir, on_write=on_write)
+        if data is None:
+            raise NotFoundError(f"video {row['id']}: the source cannot be re-read for a thumbnail")
+        return data
+
+    # --- health -----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the query models, read the FAISS files and compile the fusion code now, so that the
+        first query does not wait for them."""
+        from castfinder.index.fusion import warm_up as warm_fusion
+        try:
+            self._engine().warm_up()
+        except sqlite3.Error as exc:
+            from castfinder.index.catalogue import storage_error
+            raise storage_error(exc, self.path / "catalogue.sqlite") from None
+        warm_fusion()
+
+    def problems(self) -> list[str]:
+        """What stops the index from being read or searched now, one line each (empty: all is well).
+        Never raises: a damaged index is what it reports."""
+        import numpy as np
+        try:
+            store = self._open_reader()
+            store.catalogue.conn.execute("SELECT COUNT(*) FROM videos").fetchone()
+            features = store.indexed_features()
+        except CastfinderError as exc:
+            return [str(exc)]
+        except Exception as exc:
+            log.error("catalogue unreadable: %s", exc)
+            return ["catalogue.sqlite cannot be read (damaged or missing)"]
+        problems = []
+        for name, dim in features.items():
+            try:
+                store.feature(name).search(np.zeros((1, int(dim)), np.float32), 1)
+            except CastfinderError as exc:
+                problems.append(str(exc))
+            except Exception as exc:  # FAISS's C++ words stay in the log
+                log.error("feature %s cannot be searched: %s", name, exc)
+                problems.append(f"the search index of feature '{name}' cannot be read or searched "
+                                f"(faiss/{name}.index damaged?)")
+        return problems
+
     # --- lifetime ---------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop running ingests (closed shots saved), save the FAISS checkpoints, release the writer lock."""
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Stop running ingests (closed shots saved; waiting `timeout` s at most for all of them), save
+        the FAISS checkpoints, release the writer lock."""
         if self._closed:
             return
         self.stop()
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        for run in list(self._ingests):
+        deadline = time.monotonic() + timeout
+        for run in list(self._runs.values()):
             if run._thread is not None:
                 run._thread.join(max(0.0, deadline - time.monotonic()))
                 if run.running:
                     log.warning("ingest of video %s did not stop in %.0f s; it resumes from its last closed shot",
-                                run.video, CLOSE_WAIT_S)
+                                run.video, timeout)
             else:
                 run.job.decoder.close()  # prepared, never started
         if self._stages is not None:

@@ -30,10 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from castfinder.stream import metrics as M
 
 from .core.config import Config
-from .core.errors import CastfinderError, IndexBusyError, InputError, NotFoundError, TooLargeError
-from .ingest_manager import IngestManager, media_file
-from .querying import QueryEngine, digest
-from .thumbnails import shot_thumbnail
+from .core.errors import CastfinderError, IndexBusyError, InputError, TooLargeError
 
 log = logging.getLogger("castfinder.service")
 
@@ -298,32 +295,13 @@ def _photo_pixels(data: bytes) -> tuple[int, int] | None:
 
 
 # --- JSON documents -------------------------------------------------------------------------------
-_finished_counts: dict[tuple, dict] = {}
-
-
-def video_status(store, manager: IngestManager, row, with_shots: bool = False) -> dict:
-    job = manager.job(row["id"])
-    running = manager.running(row["id"])
-    # the page polls every few seconds: a finished video's counts (tens of ms on a long film) are kept
-    key = (str(store.dir), row["id"], row["status"], row["indexed_until_s"])
-    counts = None if running else _finished_counts.get(key)
-    if counts is None:
-        counts = store.catalogue.counts(row["id"])
-        if not running and row["status"] in ("done", "stopped", "failed"):
-            _finished_counts[key] = counts
-    until = max(row["indexed_until_s"] or 0.0, job.indexed_until if job and running else 0.0)
-    duration = row["duration_s"]
-    doc = {"id": row["id"], "name": row["name"], "source": row["source"], "status": row["status"],
-           "live": bool(row["is_live"]), "running": running, "duration_s": duration, "indexed_until_s": round(until, 3),
-           "progress": round(min(1.0, until / duration), 4) if duration else None,
-           "realtime_factor": round(job.realtime_factor, 3) if job else None,
-           "shots": counts["shots"], "frames": counts["frames"], "faces": counts["faces"], "vectors": counts["vectors"],
-           "frames_decoded": row["frames_decoded"], "frames_sampled": row["frames_sampled"],
-           "frames_dropped": row["frames_dropped"], "damaged_spans": json.loads(row["damaged_spans"] or "[]"),
-           "error": _public_error(row["error"]), "media": f"/videos/{row['id']}/media" if _playable(store, row) else None}
+def video_doc(index, record: dict, with_shots: bool = False) -> dict:
+    """A video as the Python API records it (the CLI's `videos --json`), with what a client of this
+    server needs besides: the stored error in public words and the link to play the file."""
+    doc = dict(record, error=_public_error(record["error"]),
+               media=f"/videos/{record['id']}/media" if _playable(index, record) else None)
     if with_shots:
-        doc["shot_list"] = [{"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
-                             "faces": s["n_faces"], "closed": bool(s["closed"])} for s in store.catalogue.shots(row["id"])]
+        doc["shot_list"] = index.shots(record["id"])
     return doc
 
 
@@ -338,11 +316,11 @@ def _public_error(text: str | None) -> str | None:
     return text
 
 
-def _playable(store, row) -> bool:
-    if row["is_live"]:
+def _playable(index, record: dict) -> bool:
+    if record["live"]:
         return False
     try:
-        fd = media_file(store, row)
+        fd = index.open_media(record["id"])
     except CastfinderError:
         return False
     os.close(fd)
@@ -401,28 +379,23 @@ def _file_response(fd: int, request: Request, media_type: str) -> Response:
     return StreamingResponse(chunks(), status_code=status, media_type=media_type, headers=headers)
 
 
-def create_app(store, config: Config, token: str | None = None, max_upload_mb: float = 10.0, max_photos: int = 20,
+def create_app(index, token: str | None = None, max_upload_mb: float = 10.0, max_photos: int = 20,
                warm_up: bool = True, media_roots=(), url_prefixes=(), max_request_mb: float = 64.0,
-               thumbnail_cache_mb: float = 512.0, max_ingests: int = 4) -> FastAPI:
-    manager = IngestManager(store, config, max_running=max_ingests)
-    engine = QueryEngine(store, config, shared_models=None)
+               thumbnail_cache_mb: float = 512.0) -> FastAPI:
+    """The app over one castfinder.api.Index, which this server owns (it closes it on shutdown): ingest,
+    query, cast, naming, videos and shots are the Python API's records, as the CLI's --json prints them."""
     policy = SourcePolicy(media_roots, url_prefixes)
     state = {"ready": False, "warm_error": None, "started": time.time()}
     max_bytes = int(max_upload_mb * 1024 * 1024)
     max_body = int(max_request_mb * 1024 * 1024)
-    thumbs_dir = store.dir / "thumbnails"
+    thumbs_dir = index.path / "thumbnails"
     cache = DiskCache(thumbs_dir, int(thumbnail_cache_mb * 1024 * 1024))
     decoding = PixelBudget(2 * MAX_QUERY_PIXELS)
-    reclustering = threading.Lock()  # a batch clustering of a long film is seconds of CPU: one at a time
 
     def warm() -> None:
         """Load the models and compile ranx before the first user waits for them."""
         try:
-            from castfinder.index.fusion import warm_up as warm_fusion
-            if store.writable:
-                engine._shared = manager.models
-            engine.warm_up()
-            warm_fusion()
+            index.warm_up()
         except CastfinderError as exc:  # reported by /healthz; requests still try and explain themselves
             state["warm_error"] = str(exc)
             log.warning("warm-up failed: %s", exc)
@@ -438,13 +411,12 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         else:
             state["ready"] = True
         yield
-        manager.shutdown(timeout=10.0)
-        store.close()
+        index.close(timeout=10.0)  # a server asked to stop ends in seconds whatever its sources do
 
     app = FastAPI(title="castfinder", version="0.1",
                   description="Find the shots where a movie character appears, while the film is still being indexed.",
                   lifespan=lifespan)
-    app.state.manager, app.state.engine, app.state.store = manager, engine, store
+    app.state.index = index
 
     # --- errors, auth, request size and metrics -------------------------------------------------
     @app.exception_handler(CastfinderError)
@@ -492,7 +464,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     app.add_middleware(BodyLimit, limit_for=lambda scope: max_body if scope["path"] == "/query" else SMALL_BODY)
 
     def require_writer(what: str) -> None:
-        if not store.writable:
+        if not index.writable:
             raise IndexBusyError(f"this server only reads the index (another process writes it): cannot {what}; "
                                  "do it through the process that writes the index")
 
@@ -507,42 +479,18 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         return FileResponse(web / "index.html", media_type="text/html")
 
     # --- health and metrics ---------------------------------------------------------------------
-    def store_problems() -> list[str]:
-        """What stops the index from being read or searched now (empty: all fine)."""
-        import numpy as np
-        try:
-            store.catalogue.conn.execute("SELECT COUNT(*) FROM videos").fetchone()
-            features = store.indexed_features()
-        except CastfinderError as exc:
-            return [str(exc)]
-        except Exception as exc:
-            log.error("healthz: catalogue unreadable: %s", exc)
-            return ["catalogue.sqlite cannot be read (damaged or missing)"]
-        problems = []
-        for name, dim in features.items():
-            try:
-                store.feature(name).search(np.zeros((1, int(dim)), np.float32), 1)
-            except CastfinderError as exc:
-                problems.append(str(exc))
-            except Exception as exc:
-                log.error("healthz: feature %s cannot be searched: %s", name, exc)
-                problems.append(f"the search index of feature '{name}' cannot be read or searched "
-                                f"(faiss/{name}.index damaged?)")
-        return problems
-
     @app.get("/healthz", summary="liveness and readiness: 200 when the index can be searched, 503 and why when not")
     def healthz(request: Request):
-        problems = store_problems()
+        problems = index.problems()
         if state["warm_error"]:
             problems.append(state["warm_error"])
         try:
-            videos = len(store.catalogue.videos())
+            videos = len(index.videos())
         except Exception:
             videos = None
         doc = {"status": "ok" if not problems else "unavailable", "ready": state["ready"], "problems": problems,
-               "warm_up_error": state["warm_error"], "writable": store.writable, "videos": videos,
-               "ingesting": [vid for vid in list(manager.jobs) if manager.running(vid)],
-               "uptime_s": round(time.time() - state["started"], 1)}
+               "warm_up_error": state["warm_error"], "writable": index.writable, "videos": videos,
+               "ingesting": index.ingesting(), "uptime_s": round(time.time() - state["started"], 1)}
         if not authorized(request):  # open to load balancers, but the details only for token holders
             doc = {k: doc[k] for k in ("status", "ready")}
         return JSONResponse(doc, status_code=200 if not problems else 503)
@@ -561,73 +509,40 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
         if not source:
             raise InputError("source is empty")
         require_writer("ingest")
-        source = policy.check(source)
-        job, started = manager.start(source, force=req.force)
-        row = store.catalogue.video(job.video_id)
-        doc = video_status(store, manager, row)
-        doc["reused"] = not started
-        return JSONResponse(doc, status_code=202 if started else 200)
+        run = index.start_ingest(policy.check(source), force=req.force)
+        doc = video_doc(index, index.video(run.video))
+        doc["reused"] = run.reused
+        return JSONResponse(doc, status_code=200 if run.reused else 202)
 
     @app.get("/videos", summary="every video with its ingest status")
     def list_videos():
-        return [video_status(store, manager, r) for r in store.catalogue.videos()]
-
-    def _video_row(video_id: int):
-        row = store.catalogue.video(video_id)
-        if row is None:
-            raise NotFoundError(f"no video with id {video_id}")
-        return row
-
-    def _source_fd(row) -> int:
-        """The video's file, opened, after checking it is still the file the ingest read."""
-        if row["is_live"]:
-            raise NotFoundError(f"video {row['id']} is a live source: there is no file to read")
-        return media_file(store, row)
+        return [video_doc(index, v) for v in index.videos()]
 
     @app.get("/videos/{video_id}", summary="status, progress, real-time factor and shots so far")
     def get_video(video_id: Id):
-        return video_status(store, manager, _video_row(video_id), with_shots=True)
+        return video_doc(index, index.video(video_id), with_shots=True)
 
     @app.delete("/videos/{video_id}", summary="stop an ingest cleanly (purge=true also removes the video)")
     def delete_video(video_id: Id, purge: bool = Query(False, description="remove the video and its vectors")):
-        _video_row(video_id)
+        index.video(video_id)
         if purge:
             require_writer("remove a video")
-        stopping = manager.stop(video_id)
-        if purge:
-            if stopping:
-                manager._threads[video_id].join(timeout=60)
-            store.remove_vectors(store.catalogue.delete_video(video_id))
-            store.checkpoint(force=True)
-            return {"id": video_id, "status": "deleted"}
-        if not stopping:
-            return JSONResponse({"id": video_id, "status": _video_row(video_id)["status"],
+            return index.remove(video_id)
+        if not index.stop(video_id):
+            return JSONResponse({"id": video_id, "status": index.video(video_id)["status"],
                                  "message": "not being ingested; nothing to stop"}, status_code=200)
         return JSONResponse({"id": video_id, "status": "stopping"}, status_code=202)
 
     @app.get("/videos/{video_id}/media", summary="the source file, for playback (HTTP range requests)")
     def video_media(video_id: Id, request: Request):
-        fd = _source_fd(_video_row(video_id))
-        return _file_response(fd, request, "video/mp4")
+        return _file_response(index.open_media(video_id), request, "video/mp4")
 
     @app.get("/shots/{video_id}/{shot}/thumbnail", summary="JPEG of a shot's frame, matching face boxed",
              responses={200: {"content": {"image/jpeg": {}}}})
-    def thumbnail(video_id: Id, shot: Id, frame: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    def thumbnail(video_id: Id, shot: Annotated[int, PathParam(ge=0, le=MAX_ID)],
+                  frame: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
                   face: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None):
-        row = _video_row(video_id)
-        if face is not None:
-            # only a face of that frame: any other id would only mint new cache files
-            ok = store.catalogue.conn.execute(
-                "SELECT 1 FROM faces fc JOIN frames f ON f.id=fc.frame_id WHERE fc.id=? AND f.video_id=? AND f.shot_idx=?"
-                + (" AND f.id=?" if frame is not None else ""),
-                (face, video_id, shot, *((frame,) if frame is not None else ()))).fetchone()
-            if ok is None:
-                raise NotFoundError(f"face {face} is not in shot {shot} of video {video_id}"
-                                    + (f", frame {frame}" if frame is not None else ""))
-        os.close(_source_fd(row))
-        data = shot_thumbnail(store, video_id, shot, frame, face, cache_dir=thumbs_dir, on_write=cache.added)
-        if data is None:
-            raise NotFoundError(f"video {video_id}: the source cannot be re-read for a thumbnail (live or moved)")
+        data = index.thumbnail(video_id, shot, frame, face, cache_dir=thumbs_dir, on_write=cache.added)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
     # --- cast -----------------------------------------------------------------------------------
@@ -638,58 +553,36 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
 
     @app.get("/videos/{video_id}/cast", summary="the characters found without photos (grows during ingest)")
     def get_cast(video_id: Id, recluster: bool = False):
-        _video_row(video_id)
+        index.video(video_id)
         if recluster:
             require_writer("recluster")
-        cast = engine.cast()
-        if not store.writable:  # a reader shows the clusters as the writer left them: building writes
-            clusters = cast.clusters(video_id)
-        elif recluster:
-            if not reclustering.acquire(blocking=False):
-                raise IndexBusyError("a recluster is already running; try again when it has finished")
-            try:
-                clusters = cast.current(video_id, recluster=True)
-            finally:
-                reclustering.release()
-        else:
-            clusters = cast.current(video_id)
+        clusters = index.cast(video_id, recluster=recluster)[0]["clusters"]
         return {"video": video_id, "clusters": _cast_doc(video_id, clusters),
                 "message": None if clusters else "no face tracks in this video yet: the cast is empty"}
 
     @app.put("/videos/{video_id}/cast/{cluster_id}", summary="name a cluster; then query by that name without photos")
     def name_cluster(video_id: Id, cluster_id: Id, body: ClusterName):
-        _video_row(video_id)
+        index.video(video_id)
         require_writer("name a cluster")
-        cast = engine.cast()
-        row = store.catalogue.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster_id,)).fetchone()
-        if row is None or row[0] != video_id:
-            raise NotFoundError(f"video {video_id} has no cluster {cluster_id}")
-        cast.name(cluster_id, body.name)
-        return {"cluster": cluster_id, "video": video_id, "name": body.name.strip()}
+        return index.name_cluster(cluster_id, body.name, video=video_id)
 
     @app.get("/videos/{video_id}/cast/{cluster_id}/sheet.png", summary="contact sheet of a cluster's best faces",
              responses={200: {"content": {"image/png": {}}}})
     def cluster_sheet_png(video_id: Id, cluster_id: Id):
-        from .contact_sheet import cluster_sheet
-        row = _video_row(video_id)
-        cl = next((c for c in engine.cast().clusters(video_id) if c["cluster"] == cluster_id), None)
-        if cl is None:
-            raise NotFoundError(f"video {video_id} has no cluster {cluster_id}")
-        os.close(_source_fd(row))
+        index.video(video_id)
+        cl = index.cluster(cluster_id, video=video_id)
+        os.close(index.open_media(video_id))  # a cached sheet too is shown only while the file is the same
         target = thumbs_dir / f"sheet_v{video_id}_c{cluster_id}_{len(cl['faces'])}_{cl['tracks']}.png"
         if target.is_file():  # the same faces make the same sheet
             return Response(target.read_bytes(), media_type="image/png")
         try:
-            path = cluster_sheet(store, cl, target)
+            thumbs_dir.mkdir(parents=True, exist_ok=True)
+            path = index.cluster_sheet(cluster_id, target, video=video_id)
         except OSError:  # the cache cannot be written (read-only index): make it in a scratch folder
             import tempfile
             with tempfile.TemporaryDirectory(prefix="castfinder-sheet-") as scratch:
-                path = cluster_sheet(store, cl, Path(scratch) / "sheet.png")
-                if path is None:
-                    raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces") from None
+                path = index.cluster_sheet(cluster_id, Path(scratch) / "sheet.png", video=video_id)
                 return Response(path.read_bytes(), media_type="image/png")
-        if path is None:
-            raise NotFoundError(f"video {video_id}: the source cannot be re-read for faces (live or moved)")
         data = path.read_bytes()
         cache.added(path, len(data))
         return Response(data, media_type="image/png")
@@ -698,7 +591,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
     @app.post("/query", summary="find the shots where a character appears, from photos")
     def query(photos: list[UploadFile] | None = File(None, description="sample photos of the character "
                                                       "(none: `character` names a cast cluster)"),
-              character: str | None = Form(None, max_length=200), video: int | None = Form(None, ge=0, le=MAX_ID),
+              character: str | None = Form(None, max_length=200), video: int | None = Form(None, ge=1, le=MAX_ID),
               features: str | None = Form(None, max_length=200, description="face=NAME,frame=NAME; NAME may be none"),
               both: bool = Form(False, description="face and frame features for every photo"),
               top_k: int | None = Form(None, ge=1, le=100000), fusion: str | None = Form(None, max_length=50),
@@ -714,7 +607,7 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                 raise InputError(f"too many photos ({len(photos)}; at most {max_photos})")
             if fusion is not None and fusion not in METHODS:  # before any photo is decoded
                 raise InputError(f"unknown fusion '{fusion}' (known: {', '.join(METHODS)})")
-            decoded, pixels = [], 0
+            named, pixels = [], 0
             for up in photos:
                 data = up.file.read(max_bytes + 1)
                 name = (up.filename or "upload")[:200]
@@ -732,20 +625,18 @@ def create_app(store, config: Config, token: str | None = None, max_upload_mb: f
                     if pixels > MAX_QUERY_PIXELS:
                         raise TooLargeError(f"the photos of one query are over {MAX_QUERY_PIXELS // 1_000_000} "
                                             "megapixels together: send fewer or smaller photos")
-                decoded.append((name, data, digest(data)))  # decoded by the engine unless its vectors are cached
-            if not store.writable:
-                store.refresh()
+                named.append((name, data))  # decoded by the engine unless its vectors are cached
             held = decoding.acquire(pixels) if pixels else 0
             try:
-                doc, hits = engine.query(decoded, character=character, video_id=video, features=features,
-                                         use_both=both or None, top_k=top_k, fusion=fusion, limit=limit,
-                                         expand=expand)
+                doc = index.query(named, character=character, video=video, features=features, both=both,
+                                  top_k=top_k, fusion=fusion, limit=limit, expand=expand, refs=True)
             finally:
                 if held:
                     decoding.release(held)
-            for r, h in zip(doc["results"], hits):
-                r["thumbnail"] = (f"/shots/{h.video_id}/{h.shot}/thumbnail?frame={h.best_frame_id}"
-                                  + (f"&face={h.best_face_id}" if h.best_face_id is not None else ""))
+            for r in doc["results"]:
+                frame, face = r.pop("frame_id"), r.pop("face_id")
+                r["thumbnail"] = (f"/shots/{r['video']}/{r['shot']}/thumbnail?frame={frame}"
+                                  + (f"&face={face}" if face is not None else ""))
             M.QUERIES.labels("ok").inc()
             return doc
         except CastfinderError:
@@ -767,7 +658,7 @@ def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8
 
     import uvicorn
 
-    from castfinder.index.store import IndexStore
+    from .api import open_index
 
     # a busy port is a clear error now, not a traceback from inside uvicorn
     try:
@@ -783,13 +674,14 @@ def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8
     for root in media_roots:
         if not Path(root).is_dir():
             raise InputError(f"--media-root {root}: no such directory")
+    # each ingest is 3 threads and a decoder: clients cannot start unboundedly many
     try:
-        store = IndexStore(index_dir, writable=True, kind=config.ingest.index_kind)
+        index = open_index(index_dir, config, writable=True, max_ingests=max_ingests)
     except IndexBusyError as exc:
         log.warning("%s; serving searches only", exc)
-        store = IndexStore(index_dir)
-    app = create_app(store, config, token=token, max_upload_mb=max_upload_mb, max_photos=max_photos,
+        index = open_index(index_dir, config, writable=False, max_ingests=max_ingests)
+    app = create_app(index, token=token, max_upload_mb=max_upload_mb, max_photos=max_photos,
                      media_roots=media_roots, url_prefixes=url_prefixes, max_request_mb=max_request_mb,
-                     thumbnail_cache_mb=thumbnail_cache_mb, max_ingests=max_ingests)
+                     thumbnail_cache_mb=thumbnail_cache_mb)
     print(f"castfinder: serving {index_dir} on http://{host}:{port} (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)

@@ -61,3 +61,10 @@ class IndexUnwritableError(CastfinderError):
     """The index directory (or a file in it) cannot be written: permissions, read-only mount, full disk."""
 
     http_status = 503
+
+
+class TooManyIngestsError(CastfinderError):
+    """Every ingest slot is taken (an Index opened with max_ingests, the service's --max-ingests)."""
+
+    exit_code = 4
+    http_status = 429

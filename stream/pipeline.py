@@ -201,6 +201,11 @@ class IngestJob:
         if not hasattr(self, "_plan"):
             self._plan = self._prepare()
 
+    @property
+    def already_indexed(self) -> bool:
+        """Prepared, and the video is indexed already: run() only reports it (nothing runs)."""
+        return getattr(self, "_plan", ()) is None
+
     def _prepare(self) -> tuple[float, int] | None:
         """Create or find the video row. Returns (start_s, first_shot) or None when reusable."""
         cat = self.store.catalogue

@@ -238,3 +238,34 @@ def test_reader_works_while_another_process_writes(example, reader, tmp_path):
         idx.close()
     finally:
         writer.close()
+
+
+def test_the_service_answers_with_the_api_records(example, tmp_path):
+    """`castfinder serve` goes through the same Index code: on one index, its videos, shots, query and
+    cast answers are the API's records (plus the links only a server has: media, thumbnail, sheet)."""
+    from service_helpers import Server
+
+    dst = copy_index(example[0], tmp_path)
+    server = Server(dst, media_roots=())
+    try:
+        c = server.client
+        served_cast = c.get("/videos/1/cast").json()["clusters"]   # the writer builds the cast first
+        served_videos = c.get("/videos").json()
+        served_video = c.get("/videos/1").json()
+        served = server.query(ROSS, character="Ross", limit=0)
+        assert served.status_code == 200, served.text
+        with castfinder.open_index(dst) as idx:                      # a reader beside the serving writer
+            assert not idx.writable
+            videos = idx.videos()
+            assert [{k: v for k, v in s.items() if k != "media"} for s in served_videos] == videos
+            assert served_video["shot_list"] == idx.shots(1) and served_video["shots"] == videos[0]["shots"]
+            doc = idx.query(photos=[(p.name, p.read_bytes()) for p in ROSS], character="Ross", limit=0)
+            got = served.json()
+            assert all(r.pop("thumbnail").startswith("/shots/1/") for r in got["results"])
+            assert got == json.loads(json.dumps(doc)) and doc["results"]
+            cast = idx.cast(1)[0]["clusters"]
+            assert all(cl.pop("sheet") == f"/videos/1/cast/{cl['cluster']}/sheet.png" for cl in served_cast)
+            assert served_cast == json.loads(json.dumps(cast)) and cast
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
