@@ -55,9 +55,8 @@ def result_doc(character, video_id, until, fusion, queries: list[QueryVector], h
 
 
 class QueryEngine:
-    def __init__(self, store: IndexStore, config: Config, shared_models=None, cache_size: int = 256):
+    def __init__(self, store: IndexStore, config: Config, cache_size: int = 256):
         self.store, self.cfg = store, config
-        self._shared = shared_models          # the ingest Models, when this process has them
         self._models: dict[str, object] = {}
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple, list[QueryVector]] = OrderedDict()
@@ -72,8 +71,6 @@ class QueryEngine:
 
     @property
     def detector(self):
-        if self._shared is not None:
-            return self._shared.detector
         from castfinder.models.mtcnn_detector import MTCNNDetector
         ing = self.cfg.ingest
         return self._model("detector", lambda: MTCNNDetector(min_face_px=20, min_prob=ing.min_face_prob, device=ing.device,
@@ -82,9 +79,6 @@ class QueryEngine:
     def embedder(self, name: str | None):
         if name is None:
             return None
-        for e in (getattr(self._shared, "face", []) + getattr(self._shared, "frame", [])) if self._shared else []:
-            if e.name == name:
-                return e
         kw = {"device": self.cfg.ingest.device, "weights_dir": self.cfg.ingest.weights_dir}
         if name in FACE_EMBEDDERS:
             kw["flip"] = self.cfg.ingest.face_flip  # query vectors made as the indexed ones were
