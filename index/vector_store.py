@@ -15,11 +15,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .gpu_faiss import GpuMirror, gpu_resources
 from .rwlock import RWLock
 
 ADD_CHUNK = 256  # vectors per write-lock hold: searches wait at most one chunk
 IVF_TRAIN_AT = 20_000  # ivf: exact search until this many vectors, then train the coarse quantizer once
 IVF_NPROBE = 16
+GPU_MAX_K = 2048  # faiss's GPU indexes return at most this many hits per query; more are searched on the CPU
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class FeatureIndex:
         self.max_id = -1
         self.damage: str | None = None
         self.index = _new_index(dim, kind)
+        # a search-only copy on the GPU when faiss is a GPU build and sees one (index/gpu_faiss.py)
+        resources = gpu_resources() if kind != "hnsw" else None
+        self._gpu = GpuMirror(resources, IVF_NPROBE) if resources is not None else None
         if load and self.path.exists():
             try:
                 index = faiss.read_index(str(self.path))  # already the concrete class (a downcast proxy would not own it)
@@ -83,6 +88,8 @@ class FeatureIndex:
             for i in range(0, len(ids), ADD_CHUNK):
                 with self.lock.write():
                     self.index.add_with_ids(vectors[i:i + ADD_CHUNK], ids[i:i + ADD_CHUNK])
+                    if self._gpu is not None:
+                        self._gpu.add(ids[i:i + ADD_CHUNK], vectors[i:i + ADD_CHUNK])
             if len(ids):
                 self.max_id = max(self.max_id, int(ids.max()))
             if self.kind == "ivf" and not self.is_trained_ivf and self.index.ntotal >= IVF_TRAIN_AT:
@@ -111,12 +118,16 @@ class FeatureIndex:
         new.add_with_ids(vectors, ids)
         with self.lock.write():  # called under the add lock, so nothing arrived meanwhile
             self.index = new
+            if self._gpu is not None:
+                self._gpu.drop()
 
     def remove(self, ids: np.ndarray) -> None:
         if self.kind == "hnsw":  # HNSW cannot remove: the caller rebuilds from the catalogue
             raise NotImplementedError
         with self._add_lock, self.lock.write():  # not while an IVF conversion copies the vectors
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            if self._gpu is not None:
+                self._gpu.drop()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
@@ -124,7 +135,8 @@ class FeatureIndex:
             k = min(k, max(1, self.index.ntotal))
             if self.index.ntotal == 0:
                 return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-            scores, ids = self.index.search(queries, k)
+            found = self._gpu.search(self.index, queries, k) if self._gpu is not None and k <= GPU_MAX_K else None
+            scores, ids = found if found is not None else self.index.search(queries, k)
         return scores, ids
 
     def save(self) -> None:

@@ -122,8 +122,10 @@ class VideoDecoder:
     """Opens a source and yields VideoFrame objects; `stop()` ends the stream from another thread."""
 
     def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0,
-                 max_height: int | None = None):
+                 max_height: int | None = None, gpu: bool = True):
+        """gpu: decode on a CUDA GPU when there is one (stream/gpu_decode.py); False: on the CPU."""
         self.source = source
+        self.on_gpu = False
         self.stats = DecodeStats()
         self._stop = threading.Event()
         live = is_live_source(source)
@@ -140,7 +142,9 @@ class VideoDecoder:
                 import sys
                 self.container = av.open(sys.stdin.buffer, mode="r")
             else:
-                self.container = av.open(target, mode="r", options=options, timeout=open_timeout_s if live else None)
+                self.container = self._open_on_gpu(target, options, open_timeout_s if live else None) if gpu else None
+                if self.container is None:
+                    self.container = av.open(target, mode="r", options=options, timeout=open_timeout_s if live else None)
         except (av.error.FFmpegError, OSError) as exc:
             # a server that accepts and never answers ends in whatever error the protocol gives up with
             # ("no container found" for RTSP): past the timeout, that is what it was
@@ -183,6 +187,21 @@ class VideoDecoder:
         # small frame: SMALL_WIDTH wide, height a multiple of 4 (I420 layout needs it)
         # (at most 4x as high as wide: cuts do not need a tall picture, and memory stays bounded)
         self.small_size = (SMALL_WIDTH, min(4 * SMALL_WIDTH, max(4, int(round(SMALL_WIDTH * ctx.height / ctx.width / 4)) * 4)))
+
+    def _open_on_gpu(self, target: str, options: dict, timeout):
+        """The container opened for NVDEC decoding, or None (no GPU, or it failed: the caller opens it
+        for the CPU, which also gives the usual error for a bad source)."""
+        from .gpu_decode import cuda_hwaccel
+        hw = cuda_hwaccel()
+        if hw is None:
+            return None
+        try:
+            container = av.open(target, mode="r", options=options, timeout=timeout, hwaccel=hw)
+        except (av.error.FFmpegError, OSError) as exc:
+            log.info("%s: not decoding on the GPU (%s); decoding on the CPU", self.source, _reason(exc))
+            return None
+        self.on_gpu = True
+        return container
 
     def stop(self) -> None:
         self._stop.set()

@@ -177,7 +177,8 @@ class IngestJob:
         self.stages = None  # shared detect/embed stages to run on (stream/shared_stages.py); None: its own
         self.stop_event = threading.Event()
         # bad input fails here, before any write
-        self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height)
+        self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height,
+                                    gpu=cfg.device != "cpu")  # on a CUDA GPU when there is one
         self.info = self.decoder.info
         self.video_id: int | None = None
         self.label = "0"
