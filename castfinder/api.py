@@ -657,11 +657,11 @@ class Index:
         cluster = _ident(cluster, "cluster")
         video = _ident(video, "video", allow_none=True)
         cast = self._engine().cast()  # makes the cast tables of an index that has none yet
-        row = cast.cat.conn.execute("SELECT video_id FROM clusters WHERE id=?", (cluster,)).fetchone()
-        if row is None or (video is not None and row[0] != video):
+        owner = cast.cluster_video(cluster)  # a sharded index: asked of the shard the id names
+        if owner is None or (video is not None and owner != video):
             raise NotFoundError(f"video {video} has no cluster {cluster}" if video is not None
                                 else f"no cluster with id {cluster} (see `castfinder cast`)")
-        return cluster, row[0]
+        return cluster, owner
 
     @_clear_errors
     def cluster(self, cluster: int, video: int | None = None) -> dict:
@@ -728,7 +728,7 @@ class Index:
         store = self._open_reader()
         if face is not None:
             # only a face of that shot (and frame): any other id would only mint new cache files
-            ok = store.catalogue.conn.execute(
+            ok = store.for_video(row["id"]).catalogue.conn.execute(
                 "SELECT 1 FROM faces fc JOIN frames f ON f.id=fc.frame_id WHERE fc.id=? AND f.video_id=? AND f.shot_idx=?"
                 + (" AND f.id=?" if frame is not None else ""),
                 (face, row["id"], shot, *((frame,) if frame is not None else ()))).fetchone()
@@ -759,7 +759,7 @@ class Index:
         import numpy as np
         try:
             store = self._open_reader()
-            store.catalogue.conn.execute("SELECT COUNT(*) FROM videos").fetchone()
+            store.catalogue.videos()  # every shard's, in a sharded index
             features = store.indexed_features()
         except CastfinderError as exc:
             return [str(exc)]

@@ -123,8 +123,8 @@ class IngestWorker:
         cfg = self.config
         job = IngestJob(source, store, cfg.ingest, self.models, force=force, cast=cfg.cast, new_video_id=video_id,
                         progress=lambda p: self.now.update(p) if self.now is not None else None)
-        t0 = time.monotonic()
-        self.now = {"source": source, "video_id": video_id, "indexed_until_s": 0.0, "started": time.time()}
+        t0, began = time.monotonic(), time.time()
+        self.now = {"source": source, "video_id": video_id, "indexed_until_s": 0.0}
         try:
             job.prepare()
             start_s = job._plan[0] if job._plan else 0.0  # a resumed film: this try's part counts
@@ -139,7 +139,7 @@ class IngestWorker:
         self.done += 1
         rec = ingest_record(result, source)
         rec.update({"shard": shard, "node": self.node, "pid": os.getpid(), "task_wall_s": round(time.monotonic() - t0, 3),
-                    "start_s": start_s})
+                    "start_s": start_s, "began_at": began, "ended_at": time.time()})
         return rec
 
     def _cast(self, store, video_id: int, status: str) -> None:
@@ -314,6 +314,10 @@ def _run(ray, sources, root, config, address, workers, threads, force, metrics_p
         else:
             ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
     except ConnectionError as exc:
+        if _auth_refused(exc):  # Ray sends its token to an address given by hand only when told to
+            raise InputError(f"the Ray cluster at '{address}' wants token authentication: set RAY_AUTH_MODE=token "
+                             f"(with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN), or use --ray auto on one of "
+                             f"its nodes") from None
         raise InputError(f"no Ray cluster at '{address}' ({str(exc).splitlines()[0][:160]}): start one with "
                          f"`ray start --head`, or use --ray local") from None
     try:
@@ -411,7 +415,7 @@ def _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_hos
                     ready.add(i)
                     prog.workers = len(ready - set(dead))
                     result["workers"].append(info)
-                    where = f"metrics on {info['node']}:{info['metrics'].rsplit(':', 1)[1]}" if info["metrics"] else \
+                    where = f"metrics on {_target(info, metrics_host)}" if info["metrics"] else \
                         (info["metrics_error"] or "no metrics")
                     if metrics_port:  # scraped while the job runs
                         _write_targets(root, metrics_port, metrics_host, result["workers"])
@@ -459,15 +463,28 @@ def _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_hos
     return result
 
 
+def _auth_refused(exc: BaseException) -> bool:
+    while exc is not None:
+        if type(exc).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "cause", None) or exc).strip().splitlines()
     return (text[-1] if text else type(exc).__name__)[:300]
 
 
+def _target(worker: dict, host: str) -> str:
+    """Where Prometheus reaches a worker's metrics: its node's address when they listen on every interface."""
+    port = worker["metrics"].rsplit(":", 1)[1]
+    return f"{worker['node'] if host in ('0.0.0.0', '::') else host}:{port}"
+
+
 def _write_targets(root: Path, port: int, host: str, workers: list[dict]) -> None:
     """Prometheus file_sd targets: the driver and every worker that came up (node:port)."""
-    targets = [f"{host}:{port}"] + [f"{w['node'] if host in ('0.0.0.0', '::') else host}:{w['metrics'].rsplit(':', 1)[1]}"
-                                    for w in workers if w.get("metrics")]
+    targets = [f"{host}:{port}"] + [_target(w, host) for w in workers if w.get("metrics")]
     (root / "prometheus_targets.json").write_text(json.dumps([{"targets": targets, "labels": {"job": "castfinder"}}],
                                                              indent=1))
 
@@ -476,8 +493,10 @@ def _write_targets(root: Path, port: int, host: str, workers: list[dict]) -> Non
 def cmd_ray_ingest(args, config) -> int:
     """castfinder ingest --ray [ADDRESS] SOURCE ... --index DIR: one line per source, a summary; exit 0
     when every source is indexed, else the worst failure's code (2: bad input)."""
+    import contextlib
     sources = args.source if isinstance(args.source, list) else [args.source]
     _import_ray()  # before any work: without Ray, one line on how to get it
+    stdout = sys.stdout
 
     def report(rec):
         if args.json:
@@ -485,16 +504,20 @@ def cmd_ray_ingest(args, config) -> int:
         if rec["status"] == "failed":
             print(f"castfinder: error: {rec['source']}: {rec['error']}", file=sys.stderr, flush=True)
         elif rec["status"] == "reused":
-            print(f"video {rec['video']} already indexed in shard {rec['shard']}: {rec['source']} (--force rebuilds)")
+            print(f"video {rec['video']} already indexed in shard {rec['shard']}: {rec['source']} (--force rebuilds)",
+                  file=stdout, flush=True)
         else:
             print(f"video {rec['video']}: {rec['status']}, {rec['indexed_until_s']:.1f} s indexed in {rec['wall_s']:.1f} s "
                   f"({rec['realtime_factor']:.2f}x real time); {rec['shots']} shots, {rec['frames']} frames, "
                   f"{rec['faces']} faces, {rec['vectors']} vectors [shard {rec['shard']} on {rec['node']}]: "
-                  f"{rec['source']}", flush=True)
+                  f"{rec['source']}", file=stdout, flush=True)
 
-    doc = ingest_on_ray(sources, args.index, config, address=args.ray, workers=args.ray_workers,
-                        threads=args.ray_threads, force=args.force, metrics_port=args.metrics_port,
-                        metrics_host=args.metrics_host, report=report)
+    # Ray prints its workers' and raylets' messages on the driver's stdout: they go to stderr, and
+    # stdout carries the results alone (--json stays parseable)
+    with contextlib.redirect_stdout(sys.stderr):
+        doc = ingest_on_ray(sources, args.index, config, address=args.ray, workers=args.ray_workers,
+                            threads=args.ray_threads, force=args.force, metrics_port=args.metrics_port,
+                            metrics_host=args.metrics_host, report=report)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

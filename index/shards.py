@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from castfinder.core.errors import IndexDamagedError, InputError, NameTakenError, NotFoundError
+from castfinder.core.errors import IndexBusyError, IndexDamagedError, InputError, NameTakenError, NotFoundError
 
 from .store import IndexStore
 
@@ -29,6 +29,13 @@ log = logging.getLogger(__name__)
 SHARDS = "shards"
 ID_BITS = 40            # a shard holds up to 2**40 rows per table; 2**23 shards fit in an SQLite integer
 META = "shard"          # catalogue meta of a shard: {"name", "number", "id_base"}
+
+
+class ShardedIndexWrite(IndexBusyError):
+    """A sharded index opened to write: its shards are written by the Ray job's workers only, so a
+    caller that falls back to reading a busy index (the HTTP service) serves searches; the CLI exits 2."""
+
+    exit_code = 2
 
 
 def is_sharded(path) -> bool:
@@ -422,7 +429,7 @@ def open_store(path, writable: bool = False, kind: str = "flat"):
     """The store of an index directory: an IndexStore, or the read-only view of a sharded one."""
     if is_sharded(path):
         if writable:
-            raise InputError(f"{path} is a sharded index (made by `castfinder ingest --ray`): it is searched here, "
-                             f"not written; add videos with `castfinder ingest --ray ... --index {path}`")
+            raise ShardedIndexWrite(f"{path} is a sharded index (written by `castfinder ingest --ray` workers): it is "
+                                    f"searched here, not written; add videos with `castfinder ingest --ray ... --index {path}`")
         return ShardedStore(path)
     return IndexStore(path, writable=writable, kind=kind)

@@ -25,5 +25,6 @@ fi
 pip install -q --upgrade pip setuptools wheel
 pip install -q -r requirements/base.txt
 pip install -q --no-deps facenet-pytorch==2.6.0
+pip install -q "ray>=2.40"  # castfinder[ray]: ingest --ray; tests/test_ray.py starts a real local cluster
 pip install -q --no-deps -e .
 python -c "import torch, torchvision, av, faiss, dlib, facenet_pytorch, scenedetect; print('castfinder environment ready: torch', torch.__version__, '| cuda', torch.cuda.is_available())"
