@@ -12,13 +12,13 @@ __version__ = "0.1.0"
 # errors only: every layer imports castfinder.core, which runs this file first, so it must stay light
 from .core.errors import (CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError, InputError,
                           MissingWeightsError, NameTakenError, NothingIndexedError, NotFoundError, TooLargeError,
-                          TooManyIngestsError)
+                          SourceForbiddenError, TooManyIngestsError)
 
 _API = ("open_index", "Index", "Ingest")
 
 __all__ = [*_API, "CastfinderError", "IndexBusyError", "IndexDamagedError", "IndexUnwritableError", "InputError",
            "MissingWeightsError", "NameTakenError", "NothingIndexedError", "NotFoundError", "TooLargeError",
-           "TooManyIngestsError"]
+           "SourceForbiddenError", "TooManyIngestsError"]
 
 
 def __getattr__(name):

@@ -66,6 +66,19 @@ def _text(value, what: str) -> str | None:
     return value
 
 
+def _url_policy(prefixes):
+    """url_prefixes as a castfinder.stream.url_policy.UrlPolicy (None: every URL may be read)."""
+    if prefixes is None:
+        return None
+    if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
+        raise InputError("url_prefixes must be a list of URL prefixes (strings), or None")
+    from castfinder.stream.url_policy import UrlPolicy
+    try:
+        return UrlPolicy(prefixes)
+    except ValueError as exc:
+        raise InputError(f"url_prefixes: {exc}") from None
+
+
 def _out_dir(value, what: str) -> Path:
     from .cli import writable_dir  # the same check (created, proven writable) as the CLI's options
     if not isinstance(value, (str, os.PathLike)):
@@ -288,7 +301,8 @@ def _close_all() -> None:
 
 
 def open_index(path: str | os.PathLike, config=None, writable: bool | None = None, device: str | None = None,
-               weights_dir: str | os.PathLike | None = None, max_ingests: int | None = None) -> "Index":
+               weights_dir: str | os.PathLike | None = None, max_ingests: int | None = None,
+               url_prefixes=None) -> "Index":
     """Open the index directory `path` (created by the first ingest).
 
     config: a preset name in configs/, a YAML path, or a castfinder.core.config.Config (default: "default").
@@ -297,9 +311,12 @@ def open_index(path: str | os.PathLike, config=None, writable: bool | None = Non
     another process writes the index); False never writes. Reading works while another process writes.
     device: "auto", "cpu" or "cuda" for the models; weights_dir: local weights for hub models.
     max_ingests: at most this many ingests running at once (start_ingest beyond raises TooManyIngestsError;
-    a source already indexed takes no slot); None: no limit."""
+    a source already indexed takes no slot); None: no limit.
+    url_prefixes: URL sources only under these (scheme://host[:port]/path), and nothing they lead to
+    (redirects, HLS playlists and segments) outside them: SourceForbiddenError; an empty list allows no
+    URL. None (default): any URL."""
     return Index(path, config=config, writable=writable, device=device, weights_dir=weights_dir,
-                 max_ingests=max_ingests)
+                 max_ingests=max_ingests, url_prefixes=url_prefixes)
 
 
 class Index:
@@ -307,7 +324,7 @@ class Index:
     as the CLI's commands load them). Safe to use from several threads."""
 
     def __init__(self, path, config=None, writable: bool | None = None, device: str | None = None,
-                 weights_dir=None, max_ingests: int | None = None):
+                 weights_dir=None, max_ingests: int | None = None, url_prefixes=None):
         if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
             raise InputError(f"index path must be a folder path, not {path!r}")
         if writable not in (None, True, False):
@@ -315,6 +332,7 @@ class Index:
         self.path = Path(path)
         self.config = _load_config(config, device, weights_dir)
         self.max_ingests = _whole(max_ingests, "max_ingests", 1, 10_000)
+        self.url_policy = _url_policy(url_prefixes)
         self._writable = writable
         self._lock = threading.RLock()          # the store and the query engine
         self._ingest_lock = threading.Lock()    # one ingest set up at a time (model loading)
@@ -420,7 +438,7 @@ class Index:
                                           "again when one has finished (or stop one)")
             # the source is opened first: bad input is reported before seconds of model loading
             job = IngestJob(source, store, self.config.ingest, None, force=force, progress=progress,
-                            cast=self.config.cast)
+                            cast=self.config.cast, url_policy=self.url_policy)
             try:
                 if self._models is None:
                     self._models = Models(self.config.ingest)

@@ -74,7 +74,7 @@ def nonempty(text: str) -> str:
 
 
 def url_prefix(text: str) -> str:
-    from .service import parse_url_prefix
+    from castfinder.stream.url_policy import parse_url_prefix
     try:
         parse_url_prefix(text)
     except ValueError as exc:
@@ -129,6 +129,8 @@ def _config_from_args(args):
 
 
 def cmd_ingest(args) -> int:
+    if args.ray is not None and args.allow_url_prefix:
+        raise InputError("--allow-url-prefix is not supported with --ray yet: ingest URL sources without --ray")
     if args.ray is not None:  # across a Ray cluster, into a sharded index
         from .ray_ingest import cmd_ray_ingest
         return cmd_ray_ingest(args, _config_from_args(args))
@@ -142,7 +144,7 @@ def cmd_ingest(args) -> int:
     cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
-    with open_index(args.index, cfg, writable=True) as idx:
+    with open_index(args.index, cfg, writable=True, url_prefixes=args.allow_url_prefix) as idx:
         # source opened (bad input reported before model loading), models loaded, video row made; not running yet
         run = idx.start_ingest(args.source[0], force=args.force, start=False)
         bar, update = _progress_bar(run.job)
@@ -357,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--weights-dir", type=existing_dir, help="local weights for hub models (air-gapped sites)")
     ing.add_argument("--metrics-port", type=port, help="serve Prometheus metrics on this port")
     ing.add_argument("--metrics-host", type=nonempty, default="127.0.0.1")
+    ing.add_argument("--allow-url-prefix", action="append", type=url_prefix, metavar="URL",
+                     help="read URL sources only under this prefix, and nothing they redirect or point to "
+                          "outside it (repeat; default: any URL)")
     ing.add_argument("--show-shots", action="store_true", help="print the shot table afterwards")
     ing.add_argument("--json", action="store_true", help="print the summary as JSON")
     ing.add_argument("--ray", nargs="?", const="auto", type=ray_address, metavar="ADDRESS",

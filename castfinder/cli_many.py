@@ -87,7 +87,7 @@ def cmd_ingest_many(args) -> int:
     cfg = _config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
-    with open_index(args.index, cfg, writable=True) as idx:
+    with open_index(args.index, cfg, writable=True, url_prefixes=args.allow_url_prefix) as idx:
         bars = _Bars(args.source)
         runs = idx.start_ingest_many(args.source, force=args.force, progress=bars.update)
         t0 = time.monotonic()  # the models are loaded: from here on the sources run

@@ -18,7 +18,6 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -28,9 +27,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from castfinder.stream import metrics as M
+from castfinder.stream.url_policy import UrlPolicy
 
 from .core.config import Config
-from .core.errors import CastfinderError, IndexBusyError, InputError, TooLargeError
+from .core.errors import CastfinderError, IndexBusyError, InputError, SourceForbiddenError, TooLargeError
 
 log = logging.getLogger("castfinder.service")
 
@@ -39,15 +39,8 @@ MAX_ID = 2**63 - 1                  # SQLite integers: larger ids cannot exist
 MAX_PHOTO_PIXELS = 50_000_000       # one query photo (a 50 MP camera); decoded once, then scaled down
 MAX_QUERY_PIXELS = 200_000_000      # all photos of one query together
 SMALL_BODY = 64 * 1024              # every request but /query carries at most a little JSON
-LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 
 Id = Annotated[int, PathParam(ge=0, le=MAX_ID)]
-
-
-class ForbiddenError(CastfinderError):
-    """A source this server is not allowed to read. The same words whether or not it exists."""
-
-    http_status = 403
 
 
 class VideoRequest(BaseModel):
@@ -61,68 +54,29 @@ class ClusterName(BaseModel):
 
 
 # --- what a client may make the server read -------------------------------------------------------
-def parse_url_prefix(prefix: str):
-    """An --allow-url-prefix: scheme://host[:port][/path]. Raises ValueError with what is wrong."""
-    parts = urlsplit(prefix.strip())
-    if parts.scheme.lower() not in LIVE_SCHEMES:
-        raise ValueError(f"'{prefix}': a URL prefix starts with one of {', '.join(s + '://' for s in LIVE_SCHEMES)}")
-    if not parts.hostname:
-        raise ValueError(f"'{prefix}': a URL prefix names a host (scheme://host[:port]/...)")
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        raise ValueError(f"'{prefix}': a URL prefix has no user, password, query or fragment")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError(f"'{prefix}': bad port") from None
-    return parts
-
-
 class SourcePolicy:
     """Which sources POST /videos may ingest. Files: the real path (symlinks and .. resolved) lies
-    under a media root. URLs: same scheme, host and port as an allowed prefix, and the path under its
-    path. Anything else, existing or not, gets the same 403, so answers reveal nothing about the disk
-    or the network."""
+    under a media root. URLs: the Index's URL policy (castfinder.stream.url_policy, the same that
+    checks every URL the source then leads to). Anything else, existing or not, gets the same 403, so
+    answers reveal nothing about the disk or the network."""
 
-    def __init__(self, media_roots=(), url_prefixes=()):
+    def __init__(self, media_roots=(), urls: UrlPolicy | None = None):
         self.roots = [Path(os.path.realpath(r)) for r in media_roots]
-        self.prefixes = [parse_url_prefix(p) for p in url_prefixes]
+        self.urls = urls if urls is not None else UrlPolicy()
 
     def under_roots(self, path: str | Path) -> bool:
         real = Path(os.path.realpath(path))
         return any(real == r or real.is_relative_to(r) for r in self.roots)
 
-    def _url_allowed(self, source: str) -> bool:
-        try:
-            parts = urlsplit(source)
-            port = parts.port
-        except ValueError:
-            return False
-        if parts.username is not None or parts.password is not None or any(c.isspace() or c == "\\" for c in source):
-            return False
-        # no way out of the prefix's path: "..", "." or their %-encoded forms are refused outright
-        from urllib.parse import unquote
-        if any(seg in (".", "..") for seg in unquote(unquote(parts.path)).split("/")):
-            return False
-        for p in self.prefixes:
-            if (parts.scheme.lower() == p.scheme.lower() and (parts.hostname or "") == (p.hostname or "").lower()
-                    and port == p.port):
-                base = p.path or "/"
-                path = parts.path or "/"
-                if base.endswith("/") and path.startswith(base) or path == base or path.startswith(base + "/"):
-                    return True
-        return False
-
     def check(self, source: str) -> str:
-        """The source to open (a file as its real path), or ForbiddenError."""
-        path_refused = ForbiddenError("source not allowed: this server ingests only files under its --media-root "
-                                      "folders" + ("" if self.roots else " (none given)") + ", named by absolute path")
+        """The source to open (a file as its real path), or SourceForbiddenError."""
+        path_refused = SourceForbiddenError("source not allowed: this server ingests only files under its "
+                                            "--media-root folders" + ("" if self.roots else " (none given)")
+                                            + ", named by absolute path")
         if "\x00" in source:
             raise path_refused
         if "://" in source:
-            if not self.prefixes or not self._url_allowed(source):
-                raise ForbiddenError("source not allowed: this server ingests only URLs under its "
-                                     "--allow-url-prefix list" + ("" if self.prefixes else " (none given)"))
-            return source
+            return self.urls.check(source)
         # a path: never stdin, never an FFmpeg protocol ("concat:", "file:", "subfile,", ...);
         # opening the absolute real path makes FFmpeg read exactly that file
         if source == "-" or not self.roots or not os.path.isabs(source) or not self.under_roots(source):
@@ -380,11 +334,12 @@ def _file_response(fd: int, request: Request, media_type: str) -> Response:
 
 
 def create_app(index, token: str | None = None, max_upload_mb: float = 10.0, max_photos: int = 20,
-               warm_up: bool = True, media_roots=(), url_prefixes=(), max_request_mb: float = 64.0,
+               warm_up: bool = True, media_roots=(), max_request_mb: float = 64.0,
                thumbnail_cache_mb: float = 512.0) -> FastAPI:
     """The app over one castfinder.api.Index, which this server owns (it closes it on shutdown): ingest,
-    query, cast, naming, videos and shots are the Python API's records, as the CLI's --json prints them."""
-    policy = SourcePolicy(media_roots, url_prefixes)
+    query, cast, naming, videos and shots are the Python API's records, as the CLI's --json prints them.
+    URL sources: the Index's url_prefixes (none: no URL)."""
+    policy = SourcePolicy(media_roots, index.url_policy)
     state = {"ready": False, "warm_error": None, "started": time.time()}
     max_bytes = int(max_upload_mb * 1024 * 1024)
     max_body = int(max_request_mb * 1024 * 1024)
@@ -676,12 +631,12 @@ def serve(index_dir: str, config: Config, host: str = "127.0.0.1", port: int = 8
             raise InputError(f"--media-root {root}: no such directory")
     # each ingest is 3 threads and a decoder: clients cannot start unboundedly many
     try:
-        index = open_index(index_dir, config, writable=True, max_ingests=max_ingests)
+        index = open_index(index_dir, config, writable=True, max_ingests=max_ingests, url_prefixes=list(url_prefixes))
     except IndexBusyError as exc:
         log.warning("%s; serving searches only", exc)
-        index = open_index(index_dir, config, writable=False, max_ingests=max_ingests)
+        index = open_index(index_dir, config, writable=False, max_ingests=max_ingests, url_prefixes=list(url_prefixes))
     app = create_app(index, token=token, max_upload_mb=max_upload_mb, max_photos=max_photos,
-                     media_roots=media_roots, url_prefixes=url_prefixes, max_request_mb=max_request_mb,
+                     media_roots=media_roots, max_request_mb=max_request_mb,
                      thumbnail_cache_mb=thumbnail_cache_mb)
     print(f"castfinder: serving {index_dir} on http://{host}:{port} (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=15)

@@ -68,3 +68,10 @@ class TooManyIngestsError(CastfinderError):
 
     exit_code = 4
     http_status = 429
+
+
+class SourceForbiddenError(CastfinderError):
+    """A source castfinder is not allowed to read (outside the media roots or the allowed URL prefixes,
+    or a URL that leads outside them). The same words whether or not it exists."""
+
+    http_status = 403

@@ -15,9 +15,17 @@ import numpy as np
 
 from castfinder.core.errors import InputError
 
+from .url_policy import UrlPolicy
+
 log = logging.getLogger(__name__)
 
 LIVE_PREFIXES = ("rtsp://", "rtmp://", "udp://", "tcp://", "srt://", "http://", "https://")
+# an http(s) source, and what it leads to (HLS segments, keys): never file:, pipe:, udp:, concat: ...
+HTTP_PROTOCOLS = "http,https,tcp,tls,crypto,httpproxy"
+# under a URL policy FFmpeg opens nothing itself: every URL comes through the guard's io_open; a demuxer
+# that would open inputs on its own (concat, an SDP's RTP) finds no protocol allowed. No persistent HTTP:
+# FFmpeg's keep-alive reuses its own HTTP context, which a guarded input does not have.
+GUARDED_OPTIONS = {"protocol_whitelist": "none", "http_persistent": "0"}
 
 
 @dataclass
@@ -122,30 +130,47 @@ class VideoDecoder:
     """Opens a source and yields VideoFrame objects; `stop()` ends the stream from another thread."""
 
     def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0,
-                 max_height: int | None = None, gpu: bool = True):
-        """gpu: decode on a CUDA GPU when there is one (stream/gpu_decode.py); False: on the CPU."""
+                 max_height: int | None = None, gpu: bool = True, url_policy: UrlPolicy | None = None):
+        """gpu: decode on a CUDA GPU when there is one (stream/gpu_decode.py); False: on the CPU.
+        url_policy: a URL source, and every URL it leads to, must be under its prefixes
+        (SourceForbiddenError otherwise, before anything outside is asked for)."""
         self.source = source
         self.on_gpu = False
         self.stats = DecodeStats()
         self._stop = threading.Event()
+        self._policy, self._guard = url_policy, None
         live = is_live_source(source)
         if not live:
             _check_local_path(source)
+        elif url_policy is not None and source != "-":
+            url_policy.check(source)
         target = "pipe:0" if source == "-" else source
-        options = {}
+        options, extra = {}, {}
         if live and source != "-":
             # network sources: fail fast instead of hanging on an unreachable host
             options = {"rw_timeout": str(int(open_timeout_s * 1e6)), "timeout": str(int(open_timeout_s * 1e6))}
+        if source.startswith(("http://", "https://")):
+            if url_policy is not None:  # redirects and playlists can lead anywhere: read through the guard
+                from .guarded_http import GuardedOpener
+                self._guard = GuardedOpener(url_policy, open_timeout_s)
+                options.update(GUARDED_OPTIONS)
+                extra["io_open"] = self._guard
+            else:
+                options["protocol_whitelist"] = HTTP_PROTOCOLS
         t_open = time.monotonic()
         try:
             if source == "-":
                 import sys
                 self.container = av.open(sys.stdin.buffer, mode="r")
             else:
-                self.container = self._open_on_gpu(target, options, open_timeout_s if live else None) if gpu else None
+                timeout = open_timeout_s if live else None
+                self.container = self._open_on_gpu(target, options, timeout, **extra) if gpu else None
+                self._check_guard()
                 if self.container is None:
-                    self.container = av.open(target, mode="r", options=options, timeout=open_timeout_s if live else None)
+                    self.container = av.open(target, mode="r", options=options, timeout=timeout, **extra)
+            self._check_guard()
         except (av.error.FFmpegError, OSError) as exc:
+            self._check_guard()
             # a server that accepts and never answers ends in whatever error the protocol gives up with
             # ("no container found" for RTSP): past the timeout, that is what it was
             if live and source != "-" and (isinstance(exc, av.error.ExitError)
@@ -188,7 +213,15 @@ class VideoDecoder:
         # (at most 4x as high as wide: cuts do not need a tall picture, and memory stays bounded)
         self.small_size = (SMALL_WIDTH, min(4 * SMALL_WIDTH, max(4, int(round(SMALL_WIDTH * ctx.height / ctx.width / 4)) * 4)))
 
-    def _open_on_gpu(self, target: str, options: dict, timeout):
+    def _check_guard(self) -> None:
+        """A URL the guard refused, even one FFmpeg only logged and skipped (an HLS segment): the
+        source is refused."""
+        if self._guard is not None and self._guard.refused:
+            if getattr(self, "container", None) is not None:
+                self.close()
+            raise self._policy.refusal()
+
+    def _open_on_gpu(self, target: str, options: dict, timeout, **extra):
         """The container opened for NVDEC decoding, or None (no GPU, or it failed: the caller opens it
         for the CPU, which also gives the usual error for a bad source)."""
         from .gpu_decode import cuda_hwaccel
@@ -196,7 +229,7 @@ class VideoDecoder:
         if hw is None:
             return None
         try:
-            container = av.open(target, mode="r", options=options, timeout=timeout, hwaccel=hw)
+            container = av.open(target, mode="r", options=options, timeout=timeout, hwaccel=hw, **extra)
         except (av.error.FFmpegError, OSError) as exc:
             log.info("%s: not decoding on the GPU (%s); decoding on the CPU", self.source, _reason(exc))
             return None
@@ -205,6 +238,8 @@ class VideoDecoder:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._guard is not None:
+            self._guard.abort()  # a read waiting on a silent server returns now
 
     def close(self) -> None:
         try:
@@ -236,12 +271,15 @@ class VideoDecoder:
                 break
             except av.error.EOFError:
                 break
-            except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
-                # the container itself is broken here: PyAV cannot resync the demuxer, so stop cleanly
+            except (av.error.InvalidDataError, av.error.FFmpegError, OSError) as exc:
+                # the container itself is broken here (or the network, read through the URL guard): PyAV
+                # cannot resync the demuxer, so stop cleanly
                 log.warning("%s: stream unreadable after %.2f s (%s); stopping there", self.source, max(last_time, 0), _reason(exc))
                 self.stats.damaged_packets += 1
                 self.stats.damaged_spans.append((max(last_time, 0.0), float("inf")))
                 break
+            if self._guard is not None and self._guard.refused:  # a reloaded playlist or a segment led outside
+                raise self._policy.refusal()
             try:
                 decoded = packet.decode()
             except (av.error.InvalidDataError, av.error.FFmpegError) as exc:
@@ -266,6 +304,8 @@ class VideoDecoder:
                 self.stats.last_time_s = t
                 yield VideoFrame(index, t, small, frame, (self.width, self.height))
                 index += 1
+        if self._guard is not None and self._guard.refused:
+            raise self._policy.refusal()
         if bad_since is not None:
             self.stats.damaged_spans.append((bad_since, max(last_time, bad_since)))
             log.warning("%s: stream ends in damaged data after %.2f s", self.source, bad_since)

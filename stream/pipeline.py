@@ -167,8 +167,9 @@ def fingerprint(source: str) -> str:
 class IngestJob:
     def __init__(self, source: str, store: IndexStore, cfg: IngestConfig, models: Models,
                  force: bool = False, progress: Callable[[dict], None] | None = None, cast: CastConfig | None = None,
-                 new_video_id: int | None = None):
-        """new_video_id: the id a new video row gets (a sharded index's job numbers all its videos)."""
+                 new_video_id: int | None = None, url_policy=None):
+        """new_video_id: the id a new video row gets (a sharded index's job numbers all its videos).
+        url_policy (stream/url_policy.UrlPolicy): a URL source may lead only under its prefixes."""
         self.source, self.store, self.cfg, self.models = source, store, cfg, models
         self.new_video_id = new_video_id
         self.cast_cfg = cast if cast is not None else CastConfig()
@@ -178,7 +179,7 @@ class IngestJob:
         self.stop_event = threading.Event()
         # bad input fails here, before any write
         self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height,
-                                    gpu=cfg.device != "cpu")  # on a CUDA GPU when there is one
+                                    gpu=cfg.device != "cpu", url_policy=url_policy)  # on a CUDA GPU when there is one
         self.info = self.decoder.info
         self.video_id: int | None = None
         self.label = "0"

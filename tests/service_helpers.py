@@ -1,10 +1,13 @@
-"""A real `castfinder serve` subprocess on 127.0.0.1 for the service, metrics and web-page tests."""
+"""A real `castfinder serve` subprocess on 127.0.0.1 for the service, metrics and web-page tests, and a
+plain file server (with redirects) for the sources it may be asked to fetch."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -74,3 +77,42 @@ class Server:
                 self.proc.kill()
         self.client.close()
         return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+class Site:
+    """A file server on 127.0.0.1 over `directory`, with redirects (path -> Location) and a log of
+    every path asked of it."""
+
+    def __init__(self, directory, redirects=None):
+        hits = self.hits = []
+        redirects = self.redirects = dict(redirects or {})
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=str(directory), **kw)
+
+            def do_GET(self):
+                hits.append(self.path)
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def do_HEAD(self):
+                hits.append(self.path)
+                super().do_HEAD()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -7,13 +7,11 @@ writes (409), and /healthz telling the truth about a damaged index."""
 
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import shutil
 import socket
 import sqlite3
-import threading
 import time
 
 import numpy as np
@@ -21,35 +19,9 @@ import pytest
 from PIL import Image
 
 from conftest import DEV, clip, make_video
-from service_helpers import Server
+from service_helpers import Server, Site
 
 HUGE = "99999999999999999999"
-
-
-class FileServer:
-    """A plain HTTP file server on 127.0.0.1 that remembers every path asked of it."""
-
-    def __init__(self, directory):
-        hits = self.hits = []
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, directory=str(directory), **kw)
-
-            def do_GET(self):
-                hits.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 def png(width, height) -> bytes:
@@ -82,7 +54,7 @@ def outside(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(media):
-    fs = FileServer(media)
+    fs = Site(media)
     yield fs
     fs.close()
 
