@@ -123,7 +123,7 @@ class IngestWorker:
         cfg = self.config
         job = IngestJob(source, store, cfg.ingest, self.models, force=force, cast=cfg.cast, new_video_id=video_id,
                         progress=lambda p: self.now.update(p) if self.now is not None else None)
-        t0, began = time.monotonic(), time.time()
+        t0, began, cpu0 = time.monotonic(), time.time(), time.process_time()
         self.now = {"source": source, "video_id": video_id, "indexed_until_s": 0.0}
         try:
             job.prepare()
@@ -139,7 +139,8 @@ class IngestWorker:
         self.done += 1
         rec = ingest_record(result, source)
         rec.update({"shard": shard, "node": self.node, "pid": os.getpid(), "task_wall_s": round(time.monotonic() - t0, 3),
-                    "start_s": start_s, "began_at": began, "ended_at": time.time()})
+                    "start_s": start_s, "began_at": began, "ended_at": time.time(),
+                    "cpu_s": round(time.process_time() - cpu0, 3)})  # every thread of the worker
         return rec
 
     def _cast(self, store, video_id: int, status: str) -> None:
@@ -275,7 +276,7 @@ def _plan(sources, root, force, fingerprint):
             continue
         path = text if "://" in text else os.path.abspath(text)
         if "://" not in text and not os.path.isfile(path):
-            failed.append({"source": text, "error": f"{text}: no such file (every worker must reach it at {path})",
+            failed.append({"source": text, "error": f"no such file (every worker must reach it at {path})",
                            "exit_code": 2})
             continue
         fp = fingerprint(path)
@@ -501,8 +502,9 @@ def cmd_ray_ingest(args, config) -> int:
     def report(rec):
         if args.json:
             return
-        if rec["status"] == "failed":
-            print(f"castfinder: error: {rec['source']}: {rec['error']}", file=sys.stderr, flush=True)
+        if rec["status"] == "failed":  # a worker's error names the file already
+            said = rec["error"] if rec["error"].startswith(rec["source"]) else f"{rec['source']}: {rec['error']}"
+            print(f"castfinder: error: {said}", file=sys.stderr, flush=True)
         elif rec["status"] == "reused":
             print(f"video {rec['video']} already indexed in shard {rec['shard']}: {rec['source']} (--force rebuilds)",
                   file=stdout, flush=True)
@@ -522,7 +524,8 @@ def cmd_ray_ingest(args, config) -> int:
         print(json.dumps(doc, indent=1))
     else:
         n_ok = len(doc["videos"]) + len(doc["reused"])
-        print(f"{n_ok} of {n_ok + len(doc['failed'])} sources indexed ({len(doc['reused'])} already were); "
-              f"{doc['video_s']:.1f} s of video in {doc['wall_s']:.1f} s: {doc['realtime_factor']:.2f}x real time "
-              f"on {len(doc['workers'])} workers; search it with: castfinder query --index {args.index} --photos ...")
+        ran = (f"; {doc['video_s']:.1f} s of video in {doc['wall_s']:.1f} s: {doc['realtime_factor']:.2f}x real time "
+               f"on {len(doc['workers'])} workers" if doc["workers"] else "")
+        print(f"{n_ok} of {n_ok + len(doc['failed'])} sources indexed ({len(doc['reused'])} already were){ran}; "
+              f"search with: castfinder query --index {args.index} --photos ...")
     return max((f.get("exit_code", 1) for f in doc["failed"]), default=0)

@@ -120,6 +120,9 @@ class ShardedStore:
                 store = IndexStore(folder)
                 meta = store.catalogue.get_meta(META)
                 if not meta or "number" not in meta:
+                    if not store.catalogue.videos():  # a shard a job is making right now: read it next time
+                        store.catalogue.close()
+                        continue
                     raise IndexDamagedError(f"{folder}: not a shard (no shard number in its catalogue)")
                 number = int(meta["number"])
                 if number in self.shards:
