@@ -100,8 +100,29 @@ def make_streams(n: int, clips: list[str], height: int, seconds: float, folder: 
 
 
 # --- measuring ---------------------------------------------------------------------------------------
+ROLES = (("cf-source", "decode+shots"), ("cf-shared-detect", "detect"), ("cf-detect", "detect"),
+         ("cf-shared-embed", "embed"), ("cf-embed", "embed"), ("cf-writer", "write"))
+
+
+def _thread_cpu() -> dict[tuple[int, int], float]:
+    """CPU seconds of each thread of this process (Linux /proc), by (native thread id, start time): a
+    thread id is reused once its thread has ended."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[(int(tid), int(fields[19]))] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 class Sampler:
-    """RSS (peak) and NVML utilisation / memory every 0.25 s while a run goes."""
+    """Every 0.1 s while a run goes: RSS (peak), NVML utilisation / memory, and each thread's CPU time,
+    so the run's CPU can be told by role (decode and shot cutting, detect, embed, write, native threads
+    of FFmpeg/BLAS) — the profile that says where a slower run spends its time."""
 
     def __init__(self):
         self.peak_rss = 0
@@ -109,10 +130,31 @@ class Sampler:
         self.gpu_mem_peak = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
+        self._base = _thread_cpu()
+        self._last: dict[tuple, float] = {}
+        self._role: dict[tuple, str] = {}
+        self._cpu0 = time.process_time()
+        self.cpu_s = 0.0
+
+    def _sample_threads(self):
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for key, cpu in _thread_cpu().items():
+            self._last[key] = cpu
+            name = names.get(key[0])
+            if key not in self._role and name is not None:  # a new thread may show here before Python names it
+                self._role[key] = next((role for prefix, role in ROLES if name.startswith(prefix)), "other")
+
+    def cpu_by_role(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, cpu in self._last.items():
+            role = self._role.get(key, "native")
+            out[role] = round(out.get(role, 0.0) + cpu - self._base.get(key, 0.0), 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     def _loop(self):
         page = os.sysconf("SC_PAGE_SIZE")
         while not self._stop.is_set():
+            self._sample_threads()
             try:
                 with open("/proc/self/statm") as f:
                     self.peak_rss = max(self.peak_rss, int(f.read().split()[1]) * page)
@@ -121,7 +163,7 @@ class Sampler:
             for g in M.gpu_snapshot():
                 self.gpu_util.append(g["utilization"])
                 self.gpu_mem_peak = max(self.gpu_mem_peak, g["memory_used"])
-            self._stop.wait(0.25)
+            self._stop.wait(0.1)  # a thread's CPU after its last sample is lost: keep that short
 
     def __enter__(self):
         self._t.start()
@@ -130,6 +172,8 @@ class Sampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._t.join()
+        self._sample_threads()
+        self.cpu_s = time.process_time() - self._cpu0
 
 
 def _watch_lag(job: IngestJob, lags: list) -> None:
@@ -155,10 +199,28 @@ def run_alone(paths: list[Path], cfg, models, index_dir: Path) -> dict:
             "aggregate_rtf": round(video / wall, 3), "min_stream_rtf": min(s["rtf"] for s in streams),
             "mean_stream_rtf": round(statistics.mean(s["rtf"] for s in streams), 3),
             "lag_p95_s": max(r["lag_p95_s"] for r in parts), "peak_rss_mb": max(r["peak_rss_mb"] for r in parts),
+            "cpu_s": round(sum(r["cpu_s"] for r in parts), 1),
+            "cpu_per_video_s": round(sum(r["cpu_s"] for r in parts) / max(1e-9, video), 3),
+            "cores_busy": round(sum(r["cpu_s"] for r in parts) / wall, 2),
+            "cpu_by_role": {k: round(sum(r["cpu_by_role"].get(k, 0.0) for r in parts), 2)
+                            for k in {k for r in parts for k in r["cpu_by_role"]}},
             "errors": sum(r["errors"] for r in parts), "streams": streams}
 
 
+def _trim_heap() -> None:
+    """Give freed heap back to the system before a run, so its peak RSS is its own: glibc keeps what
+    earlier runs' threads freed (no Python object outlives a run; malloc_trim returns it)."""
+    try:
+        import ctypes
+        import gc
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def run_once(paths: list[Path], cfg, models, shared: bool, index_dir: Path) -> dict:
+    _trim_heap()
     store = IndexStore(index_dir, writable=True, kind=cfg.ingest.index_kind)
     jobs = [IngestJob(str(p), store, cfg.ingest, models, cast=cfg.cast) for p in paths]
     lags = [[] for _ in jobs]
@@ -180,7 +242,8 @@ def run_once(paths: list[Path], cfg, models, shared: bool, index_dir: Path) -> d
             torch.cuda.reset_peak_memory_stats()
     except ImportError:
         torch = None
-    threads = [threading.Thread(target=run, args=(i, job), daemon=True) for i, job in enumerate(jobs)]
+    threads = [threading.Thread(target=run, args=(i, job), name=f"cf-writer-{i}", daemon=True)
+               for i, job in enumerate(jobs)]
     with Sampler() as sampler:
         t0 = time.monotonic()
         for t in threads:
@@ -212,33 +275,42 @@ def run_once(paths: list[Path], cfg, models, shared: bool, index_dir: Path) -> d
             "peak_rss_mb": round(sampler.peak_rss / 2**20), "gpu_util_mean": round(statistics.mean(sampler.gpu_util), 3)
             if sampler.gpu_util else None, "gpu_mem_peak_mb": round(sampler.gpu_mem_peak / 2**20) if sampler.gpu_mem_peak else None,
             "torch_mem_peak_mb": round(torch_peak / 2**20) if torch_peak else None,
+            "cpu_s": round(sampler.cpu_s, 1),
+            "cpu_per_video_s": round(sampler.cpu_s / max(1e-9, sum(s["video_s"] for s in streams)), 3),
+            "cores_busy": round(sampler.cpu_s / wall, 2), "cpu_by_role": sampler.cpu_by_role(),
             "errors": len(errors), "streams": streams}
 
 
 # --- output ------------------------------------------------------------------------------------------
 def table(runs: list[dict]) -> str:
     head = (f"{'sources':>8} {'round':>5} {'wall s':>7} {'video s':>8} {'aggr RTF':>8} {'min RTF':>7} {'mean RTF':>8} "
-            f"{'fill':>5} {'src/call':>8} {'lag p95':>7} {'RSS MB':>7} {'GPU util':>8} {'GPU MB':>7} {'err':>3}")
+            f"{'fill':>5} {'src/call':>8} {'lag p95':>7} {'CPU/vid s':>9} {'cores':>5} {'RSS MB':>7} {'GPU util':>8} "
+            f"{'GPU MB':>7} {'err':>3}")
     lines = [head, "-" * len(head)]
     for r in runs:
         name = f"{r['sources']}{'' if r['shared'] else ' alone'}"  # alone: one after another
         f = lambda v, fmt: format(v, fmt) if v is not None else "-"  # noqa: E731
         lines.append(f"{name:>8} {r['round']:>5} {r['wall_s']:>7.1f} {r['video_s']:>8.1f} {r['aggregate_rtf']:>8.2f} "
                      f"{r['min_stream_rtf']:>7.2f} {r['mean_stream_rtf']:>8.2f} {f(r['batch_fill'], '.2f'):>5} "
-                     f"{f(r['sources_per_call'], '.2f'):>8} {f(r['lag_p95_s'], '.2f'):>7} {r['peak_rss_mb']:>7} "
+                     f"{f(r['sources_per_call'], '.2f'):>8} {f(r['lag_p95_s'], '.2f'):>7} {r['cpu_per_video_s']:>9.3f} "
+                     f"{r['cores_busy']:>5.2f} {r['peak_rss_mb']:>7} "
                      f"{f(r['gpu_util_mean'], '.0%'):>8} {f(r['gpu_mem_peak_mb'], 'd'):>7} {r['errors']:>3}")
     return "\n".join(lines)
 
 
 def summary(runs: list[dict]) -> list[str]:
-    """Each stream count together against the same streams alone, one after another, in the same round."""
+    """Each stream count together against the same streams alone, one after another, in the same round:
+    by wall time (what a user sees; on a shared machine, noisy) and by CPU time per video second (what
+    the work costs, much less sensitive to the other load)."""
     out = []
     for r in runs:
         base = [b for b in runs if b["round"] == r["round"] and b["sources"] == r["sources"] and not b["shared"]]
         if r["shared"] and base:
+            b = base[0]
             out.append(f"round {r['round']}: {r['sources']} together {r['aggregate_rtf']:.2f}x real time = "
-                       f"{r['aggregate_rtf'] / base[0]['aggregate_rtf']:.2f} x the same streams alone, one after "
-                       f"another ({base[0]['aggregate_rtf']:.2f}x)")
+                       f"{r['aggregate_rtf'] / b['aggregate_rtf']:.2f} x the same streams alone one after another "
+                       f"({b['aggregate_rtf']:.2f}x); CPU per video s {r['cpu_per_video_s']:.3f} vs {b['cpu_per_video_s']:.3f} "
+                       f"({b['cpu_per_video_s'] / r['cpu_per_video_s']:.2f}x the work rate)")
     return out
 
 
@@ -250,7 +322,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     shared = [r for r in runs if r["shared"]]
     alone = [r for r in runs if not r["shared"]]
     ns = sorted({r["sources"] for r in shared})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=100)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2), dpi=100)
     ax = axes[0]
     ax.scatter([r["sources"] for r in shared], [r["aggregate_rtf"] for r in shared], color="#1f6feb", alpha=0.5, s=18)
     ax.plot(ns, [statistics.mean(r["aggregate_rtf"] for r in shared if r["sources"] == n) for n in ns], "-o",
@@ -263,6 +335,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
                 color="grey", label="the same streams alone, one after another")
     ax.axhline(1.0, color="black", lw=0.8, ls=":", label="real time")
     ax.set(xlabel="sources", ylabel="video s per wall s", title="throughput", xscale="log", xticks=ns)
+    ax.minorticks_off()
     ax.set_xticklabels([str(n) for n in ns])
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -273,6 +346,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     ax2.plot(ns, [statistics.mean(r["sources_per_call"] or 0 for r in shared if r["sources"] == n) for n in ns], "-s",
              color="#8250df", label="sources per detect call")
     ax.set(xlabel="sources", ylabel="batch fill", ylim=(0, 1.05), title="shared model calls", xscale="log", xticks=ns)
+    ax.minorticks_off()
     ax.set_xticklabels([str(n) for n in ns])
     ax2.set_ylabel("sources per call")
     ax.legend(loc="upper left", fontsize=8)
@@ -288,10 +362,23 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
         ax.plot(ns, [statistics.mean(r["gpu_mem_peak_mb"] or 0 for r in shared if r["sources"] == n) for n in ns], "-^",
                 label="GPU memory MB (NVML)")
     ax.set(xlabel="sources", ylabel="MB", title="memory and lag", xscale="log", xticks=ns)
+    ax.minorticks_off()
     ax.set_xticklabels([str(n) for n in ns])
     ax3.set_ylabel("s")
     ax.legend(loc="upper left", fontsize=8)
     ax3.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[3]  # the work itself: CPU per video second hardly depends on what else loads the machine
+    ax.plot(ns, [statistics.mean(r["cpu_per_video_s"] for r in shared if r["sources"] == n) for n in ns], "-o",
+            color="#1f6feb", label="together (shared stages)")
+    if alone:
+        ax.plot(na, [statistics.mean(r["cpu_per_video_s"] for r in alone if r["sources"] == n) for n in na], "--o",
+                color="grey", label="alone, one after another")
+    ax.set(xlabel="sources", ylabel="CPU s per video s", title="work per video second", xscale="log", xticks=ns,
+           ylim=(0, None))
+    ax.minorticks_off()
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
