@@ -4,7 +4,8 @@ written by one ingest worker each (castfinder ingest --ray), searched as one ind
 Ids are globally unique without any mapping table:
   - video ids are given by the job that ingests the sources (one numbering over the whole index);
   - every other id (frames, faces, vectors, tracks, clusters) is AUTOINCREMENT from the shard's base,
-    number << ID_BITS, so two shards never hand out the same id and an id names its shard.
+    number x ID_BASE (10**12), so two shards never hand out the same id and an id names its shard
+    (cluster 1000000000007 is the 7th cluster made in shard 1).
 
 Search gives exactly the ranking one index over the same videos gives: a flat FAISS top-k over the
 union of the shards is the best k of the shards' own top-k lists (each shard is asked for k), and
@@ -27,7 +28,8 @@ from .store import IndexStore
 log = logging.getLogger(__name__)
 
 SHARDS = "shards"
-ID_BITS = 40            # a shard holds up to 2**40 rows per table; 2**23 shards fit in an SQLite integer
+ID_BASE = 10**12        # rows per table a shard may hold; decimal, so an id reads as shard and row
+MAX_SHARD = (2**63 - 1) // ID_BASE - 1   # shards whose ids still fit in an SQLite integer
 META = "shard"          # catalogue meta of a shard: {"name", "number", "id_base"}
 
 
@@ -51,16 +53,11 @@ def shard_dirs(path) -> list[Path]:
     return sorted(d for d in root.iterdir() if (d / "catalogue.sqlite").is_file())
 
 
-def shard_of_id(row_id: int) -> int:
-    """The shard number an id (frame, face, vector, track, cluster) was made in."""
-    return int(row_id) >> ID_BITS
-
-
 def create_shard(path, name: str, number: int, kind: str = "flat") -> Path:
-    """Make DIR/shards/<name>/ an empty index whose ids start at number << ID_BITS. Idempotent."""
+    """Make DIR/shards/<name>/ an empty index whose ids start at number x ID_BASE. Idempotent."""
     from . import cast, face_metric
-    if number < 1 or number >= 1 << 23:
-        raise InputError(f"shard number {number} is out of range (1 to {(1 << 23) - 1})")
+    if not 1 <= number <= MAX_SHARD:
+        raise InputError(f"shard number {number} is out of range (1 to {MAX_SHARD})")
     folder = Path(path) / SHARDS / name
     store = IndexStore(folder, writable=True, kind=kind)
     try:
@@ -72,7 +69,7 @@ def create_shard(path, name: str, number: int, kind: str = "flat") -> Path:
             return folder
         cast.ensure_schema(cat)
         face_metric.ensure_schema(cat)
-        base = number << ID_BITS
+        base = number * ID_BASE
         tables = [r[0] for r in cat.conn.execute(
             "SELECT name FROM sqlite_master WHERE type='table' AND sql LIKE '%AUTOINCREMENT%'")]
         with cat.conn:  # one transaction: a shard is all seeded or not made
@@ -101,6 +98,8 @@ class ShardedStore:
         self.dir = Path(directory)
         self._lock = threading.Lock()
         self.shards: dict[int, IndexStore] = {}      # by shard number
+        # each shard's first id, ascending (as its catalogue says), and its shard number: one tuple, swapped whole
+        self._base_map: tuple[np.ndarray, list[int]] = (np.zeros(0, np.int64), [])
         self._video_shard: dict[int, int] = {}        # video id -> shard number
         self._tracks: dict[str, ShardedTrackVectors] = {}
         self._scan()
@@ -128,6 +127,8 @@ class ShardedStore:
                 if number in self.shards:
                     raise IndexDamagedError(f"{folder} and {self.shards[number].dir} are both shard {number}")
                 self.shards[number] = store
+            bases = sorted((int(s.catalogue.get_meta(META)["id_base"]), n) for n, s in self.shards.items())
+            self._base_map = (np.array([b for b, _ in bases], np.int64), [n for _, n in bases])
             videos: dict[int, int] = {}
             for number, store in self.shards.items():
                 for (vid,) in store.catalogue.conn.execute("SELECT id FROM videos"):
@@ -148,8 +149,16 @@ class ShardedStore:
             number = self._video_shard.get(int(video_id))
         return self.shards[number] if number is not None else self
 
+    def shard_numbers(self, ids) -> np.ndarray:
+        """The shard each id (frame, face, vector, track, cluster) was made in; -1 for none."""
+        ids = np.asarray(ids, np.int64)
+        bases, based = self._base_map
+        at = np.searchsorted(bases, ids, side="right") - 1
+        ok = (ids >= 0) & (at >= 0)
+        return np.where(ok, np.asarray(based + [-1], np.int64)[np.where(ok, at, len(based))], -1)
+
     def for_id(self, row_id: int) -> IndexStore | None:
-        return self.shards.get(shard_of_id(row_id))
+        return self.shards.get(int(self.shard_numbers([row_id])[0]))
 
     # --- what IndexStore offers readers -------------------------------------------------------
     @property
@@ -260,7 +269,7 @@ class ShardedVectorMap:
         ids = np.asarray(ids, np.int64)
         video = np.full(ids.shape, -1, np.int64)
         shot = np.full(ids.shape, -1, np.int64)
-        numbers = np.where(ids >= 0, ids >> ID_BITS, -1)
+        numbers = self.store.shard_numbers(ids)
         for number in np.unique(numbers[numbers >= 0]).tolist():
             shard = self.store.shards.get(number)
             if shard is not None:
@@ -327,9 +336,9 @@ class ShardedCatalogue:
     def vector_rows(self, ids) -> dict:
         out = {}
         by_shard: dict[int, list[int]] = {}
-        for i in ids:
-            if i >= 0:
-                by_shard.setdefault(shard_of_id(i), []).append(int(i))
+        ids = [int(i) for i in ids if i >= 0]
+        for i, number in zip(ids, self.store.shard_numbers(ids).tolist()):
+            by_shard.setdefault(number, []).append(i)
         for number, chunk in by_shard.items():
             shard = self.store.shards.get(number)
             if shard is not None:
