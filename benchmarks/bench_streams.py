@@ -31,7 +31,10 @@ from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+try:  # installed (pip install -e ., or gpu_streams.sh's copy): use that
+    import castfinder.stream  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 

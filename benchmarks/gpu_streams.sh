@@ -48,7 +48,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 
 CASTFINDER_OFFLINE=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 "$PY" benchmarks/bench_streams.py \
   --sources 16 --height 1080 --seconds 120 --rounds 1 --alone one \
-  --data "$DATA_DIR" --clips friends herapheri avenger2 --out "$OUTDIR" "$@"
+  --data "$DATA_DIR" --clips friends herapheri avenger2 --config configs/default.yaml --out "$OUTDIR" "$@"
 rc=$?
 "$PY" - "$OUTDIR/bench_streams.json" <<'PYEOF'
 import json, sys
