@@ -1,5 +1,6 @@
 """Ray ingest scaling: N copies of the dev and devhard clips ingested into a sharded index by 1, 2, 4
-and 8 workers (castfinder ingest --ray, one model thread each), throughput and scaling efficiency.
+and 8 workers (castfinder ingest --ray, one model thread each, each worker pinned to that many cores
+unless --no-pin), throughput and scaling efficiency.
 
     python benchmarks/bench_ray.py --workers 1 2 [--copies 2] [--clips friends,herapheri] [--sets dev,devhard]
     bash benchmarks/ray_scaling.sh            # the 16-core machine: 1, 2, 4, 8 CPU workers
@@ -68,6 +69,7 @@ def run(sources: list[str], workers: int, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="cf_bench_ray_") as index, contextlib.redirect_stdout(sys.stderr):
         t0 = time.monotonic()
         doc = ingest_on_ray(sources, index, cfg, address=args.address, workers=workers, threads=args.threads,
+                            pin=args.pin,
                             progress_every_s=30.0)
         wall = time.monotonic() - t0
     if doc["failed"]:
@@ -87,6 +89,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--threads", type=int, default=1, help="model threads per worker (default 1)")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                    help="each worker held to --threads cores (ingest --ray-pin; default on: a worker uses the CPUs "
+                         "Ray reserved for it, so N workers on N cores is N times one worker's share)")
     ap.add_argument("--copies", type=int, default=2, help="copies of each clip (default 2)")
     ap.add_argument("--sets", default="dev,devhard", help="clip sets under the data folder (default dev,devhard)")
     ap.add_argument("--clips", help="only these clips (names, comma-separated)")
@@ -102,7 +107,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cf_bench_links_") as links:
         sources = copies_of(clips, args.copies, Path(links))
         print(f"{len(sources)} films ({len(clips)} clips x {args.copies}), {args.threads} model thread(s) per worker, "
-              f"{os.cpu_count()} cores", file=sys.stderr)
+              f"{'each pinned to as many cores' if args.pin else 'unpinned'}, {os.cpu_count()} cores", file=sys.stderr)
         for n in args.workers:
             rows.append(run(sources, n, args))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

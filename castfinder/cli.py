@@ -370,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--ray-workers", type=int_in(1, 4096), help="Ray workers (default: a worker per GPU, else per "
                                                                 "--ray-threads CPUs of the cluster)")
     ing.add_argument("--ray-threads", type=int_in(1, 256), default=1, help="model threads per Ray worker (default 1)")
+    ing.add_argument("--ray-pin", action="store_true",
+                     help="hold each Ray worker to --ray-threads cores of its node (Ray reserves them, but does not pin)")
     ing.set_defaults(func=cmd_ingest)
 
     sh = sub.add_parser("shots", help="list the shots of an indexed video")

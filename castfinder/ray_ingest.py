@@ -66,14 +66,47 @@ def _import_ray():
     return ray
 
 
+# --- pinning: a worker keeps to the CPUs Ray reserved for it ---------------------------------------------
+CORE_SLOTS = Path(os.environ.get("CASTFINDER_CORE_SLOTS", "/tmp/castfinder-core-slots"))
+
+
+def pin_to_cores(threads: int) -> list[int] | None:
+    """Ray reserves `threads` CPUs for a worker (num_cpus) but does not hold its threads to them: the
+    pipeline's decode, detect, embed and writer threads spread over every core of the node, so one
+    worker on an idle node uses more than its share and N workers scale by less than N. Pin this
+    process to `threads` cores of its own: the worker takes the first free slot of its node (an flock
+    on a file, released by the OS when the process dies, even by kill -9) and slot k owns cores
+    k*threads .. k*threads+threads-1 of those this process may use. Threads started later inherit
+    the mask. None when the node has no free slot left (then it runs unpinned)."""
+    cores = sorted(os.sched_getaffinity(0))
+    slots = max(1, len(cores) // threads)
+    CORE_SLOTS.mkdir(parents=True, exist_ok=True)
+    for k in range(slots):
+        handle = open(CORE_SLOTS / f"slot{k}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        mine = cores[k * threads:(k + 1) * threads]
+        os.sched_setaffinity(0, mine)
+        _held_slots.append(handle)  # held for the life of the process
+        return mine
+    return None
+
+
+_held_slots: list = []
+
+
 # --- the worker: one per Ray actor --------------------------------------------------------------------
 class IngestWorker:
     """Models loaded once; sources ingested one at a time into shards of the index (its own, normally).
     Threaded (max_concurrency=2): progress() answers while ingest() runs."""
 
     def __init__(self, index: str, home: str, config, threads: int, metrics_port: int | None = None,
-                 metrics_host: str = "127.0.0.1"):
+                 metrics_host: str = "127.0.0.1", pin: bool = False):
         os.environ["CASTFINDER_TORCH_THREADS"] = str(threads)  # read when the models load (models/device.py)
+        self.cores = pin_to_cores(threads) if pin else None
         import ray
         import torch
 
@@ -95,7 +128,7 @@ class IngestWorker:
         self.node = ray.util.get_node_ip_address()
 
     def hello(self) -> dict:
-        return {"pid": os.getpid(), "node": self.node, "shard": self.home, "metrics": self.metrics,
+        return {"pid": os.getpid(), "node": self.node, "shard": self.home, "metrics": self.metrics, "cores": self.cores,
                 "metrics_error": self.metrics_error, "device": str(self.models.detector.device)}
 
     def progress(self) -> dict | None:
@@ -241,13 +274,14 @@ class _Progress:
 
 
 def ingest_on_ray(sources: list[str], index, config, address: str = "auto", workers: int | None = None,
-                  threads: int = 1, force: bool = False, metrics_port: int | None = None,
+                  threads: int = 1, pin: bool = False, force: bool = False, metrics_port: int | None = None,
                   metrics_host: str = "127.0.0.1", progress_every_s: float = PROGRESS_EVERY_S,
                   report=None, out=sys.stderr) -> dict:
     """Ingest `sources` across the Ray cluster at `address` into the sharded index `index`.
     report(record) hears of each source as it ends. Returns {"videos": [...], "failed": [...],
     "workers": [...], "wall_s", "video_s", "realtime_factor"}; errors of the whole job (no Ray, a
-    busy or ordinary index, no cluster) raise CastfinderError."""
+    busy or ordinary index, no cluster) raise CastfinderError. pin: each worker keeps to `threads` cores
+    of its node (pin_to_cores)."""
     ray = _import_ray()
     from castfinder.index.shards import create_shard
     from castfinder.stream.pipeline import fingerprint
@@ -260,7 +294,7 @@ def ingest_on_ray(sources: list[str], index, config, address: str = "auto", work
     (root / "shards").mkdir(exist_ok=True)
     lock = _job_lock(root)
     try:
-        return _run(ray, sources, root, config, address, workers, threads, force, metrics_port, metrics_host,
+        return _run(ray, sources, root, config, address, workers, threads, pin, force, metrics_port, metrics_host,
                     progress_every_s, report or (lambda rec: None), out, create_shard, fingerprint)
     finally:
         lock.close()
@@ -295,7 +329,7 @@ def _plan(sources, root, force, fingerprint):
     return tasks, reused, failed, top_shard
 
 
-def _run(ray, sources, root, config, address, workers, threads, force, metrics_port, metrics_host,
+def _run(ray, sources, root, config, address, workers, threads, pin, force, metrics_port, metrics_host,
          progress_every_s, report, out, create_shard, fingerprint) -> dict:
     tasks, reused, failed, _ = _plan(sources, root, force, fingerprint)
     for r in reused:
@@ -323,13 +357,13 @@ def _run(ray, sources, root, config, address, workers, threads, force, metrics_p
                          f"`ray start --head`, or use --ray local") from None
     try:
         return _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_host, progress_every_s,
-                      report, prog, result, create_shard)
+                      report, prog, result, create_shard, pin)
     finally:
         ray.shutdown()
 
 
 def _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_host, progress_every_s, report, prog,
-           result, create_shard) -> dict:
+           result, create_shard, pin: bool = False) -> dict:
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
     res = ray.cluster_resources()
@@ -347,7 +381,7 @@ def _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_hos
     Worker = ray.remote(IngestWorker).options(
         num_cpus=threads, num_gpus=gpu_each, max_restarts=RESTARTS, max_task_retries=RESTARTS, max_concurrency=2)
     actors = [Worker.remote(str(root), homes[i], config, threads, metrics_port + 1 + i if metrics_port else None,
-                            metrics_host) for i in range(workers)]
+                            metrics_host, pin) for i in range(workers)]
     print(f"ray: {len(tasks)} films to ingest on {workers} workers ({threads} model threads each"
           f"{f', {gpu_each:g} GPU each' if gpu_each else ''}) into {root}/shards/", file=prog.out, flush=True)
 
@@ -420,7 +454,8 @@ def _drive(ray, tasks, root, config, workers, threads, metrics_port, metrics_hos
                         (info["metrics_error"] or "no metrics")
                     if metrics_port:  # scraped while the job runs
                         _write_targets(root, metrics_port, metrics_host, result["workers"])
-                    print(f"ray: worker {i + 1} up on {info['node']} (pid {info['pid']}, {info['device']}, shard "
+                    cores = f", cores {','.join(map(str, info['cores']))}" if info.get("cores") else ""
+                    print(f"ray: worker {i + 1} up on {info['node']} (pid {info['pid']}, {info['device']}{cores}, shard "
                           f"{info['shard']}, {where})", file=prog.out, flush=True)
                 except (RayActorError, RayTaskError) as exc:
                     dead[i] = _reason(exc)
@@ -518,7 +553,7 @@ def cmd_ray_ingest(args, config) -> int:
     # stdout carries the results alone (--json stays parseable)
     with contextlib.redirect_stdout(sys.stderr):
         doc = ingest_on_ray(sources, args.index, config, address=args.ray, workers=args.ray_workers,
-                            threads=args.ray_threads, force=args.force, metrics_port=args.metrics_port,
+                            threads=args.ray_threads, pin=args.ray_pin, force=args.force, metrics_port=args.metrics_port,
                             metrics_host=args.metrics_host, report=report)
     if args.json:
         print(json.dumps(doc, indent=1))

@@ -232,3 +232,38 @@ def test_ray_refuses_an_ordinary_index_and_a_source_where_the_address_goes(frien
         assert_clean_error(r, "ordinary", code=2)
     r = run_cli("ingest", "--ray", clip("friends"), "--index", tmp_path)
     assert_clean_error(r, "not a Ray address", code=2)
+
+
+PIN = """
+import json, os, sys, time
+from castfinder.ray_ingest import pin_to_cores
+cores = pin_to_cores(1)
+print(json.dumps({"cores": cores, "affinity": sorted(os.sched_getaffinity(0))}), flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning two workers needs two cores")
+def test_pinned_workers_take_cores_of_their_own_and_free_them_when_they_die(tmp_path):
+    """--ray-pin: each worker process holds one slot (flock) of its node and only its cores; a worker
+    killed with SIGKILL frees its slot for the next one."""
+    env = {**os.environ, "CASTFINDER_CORE_SLOTS": str(tmp_path / "slots")}
+
+    def start(hold_s):
+        return subprocess.Popen([sys.executable, "-c", PIN, str(hold_s)], env=env, stdout=subprocess.PIPE, text=True)
+
+    a, b = start(60), start(60)
+    got = [json.loads(p.stdout.readline()) for p in (a, b)]
+    try:
+        assert all(g["cores"] and g["affinity"] == g["cores"] for g in got), got
+        assert got[0]["cores"] != got[1]["cores"], got
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        c = start(0)
+        again = json.loads(c.stdout.readline())
+        c.wait()
+        assert again["cores"] == got[0]["cores"], (got, again)  # the dead worker's slot, not b's
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
