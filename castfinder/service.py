@@ -464,7 +464,9 @@ def create_app(index, token: str | None = None, max_upload_mb: float = 10.0, max
         if not source:
             raise InputError("source is empty")
         require_writer("ingest")
-        run = index.start_ingest(policy.check(source), force=req.force)
+        # every ingest of the server runs on the Index's shared detect/embed stages: model calls mix
+        # the frames of all videos being ingested (issue 15), as `castfinder ingest A B C` does
+        run = index.start_ingest(policy.check(source), force=req.force, shared=True)
         doc = video_doc(index, index.video(run.video))
         doc["reused"] = run.reused
         return JSONResponse(doc, status_code=200 if run.reused else 202)

@@ -319,3 +319,31 @@ def test_shared_batch_size_is_checked(tmp_path):
     with pytest.raises(CastfinderError, match="shared_batch_size"):
         load_config(str(bad))
     assert dataclasses.replace(load_config().ingest, shared_batch_size=16).shared_batch_size == 16
+
+
+def test_the_service_runs_its_ingests_on_shared_stages(tmp_path, preset, alone):
+    """Two videos POSTed to one server at once: model calls mix their frames (the server's metrics
+    count calls with frames of 2 sources), and each video is what it is alone."""
+    from service_helpers import Server
+
+    srv = Server(tmp_path / "index", extra=("--config", preset))
+    try:
+        ids = {}
+        for name in CLIPS[:2]:
+            r = srv.client.post("/videos", json={"source": str(clip(name))})
+            assert r.status_code == 202, r.text
+            ids[name] = r.json()["id"]
+        for name, vid in ids.items():
+            assert srv.wait_video(vid, timeout=300)["status"] == "done"
+        metrics = srv.client.get("/metrics").text
+    finally:
+        log = srv.stop()
+    assert "Traceback" not in log, log
+    calls = {line.split('le="')[1].split('"')[0]: float(line.split()[-1])
+             for line in metrics.splitlines() if line.startswith("castfinder_batch_sources_bucket")}
+    assert calls and calls["+Inf"] > calls["1.0"], metrics[-3000:]  # some detector calls held both videos
+    for name in CLIPS[:2]:
+        row, shots, frames, faces, keys, vecs = video_content(tmp_path / "index", clip(name))
+        row1, shots1, frames1, faces1, keys1, vecs1 = video_content(alone[name], clip(name))
+        assert (shots, frames, keys) == (shots1, frames1, keys1), name
+        assert faces.shape == faces1.shape and np.allclose(faces, faces1, atol=1e-3), name
