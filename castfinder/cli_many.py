@@ -25,15 +25,34 @@ class _AllJobs:
             job.stop()
 
 
+def short_names(sources: list[str]) -> dict[str, str]:
+    """Each source as the shortest tail of its path that tells it from the others (an archive's films
+    are often all called video.mp4: friends/video.mp4, herapheri/video.mp4); URLs stay whole."""
+    names = {}
+    files = [s for s in sources if "://" not in s]
+    for s in sources:
+        if "://" in s:
+            names[s] = s
+            continue
+        parts = Path(s).parts
+        for k in range(1, len(parts) + 1):
+            tail = Path(*parts[-k:])
+            if sum(1 for o in files if o != s and Path(*Path(o).parts[-k:]) == tail) == 0:
+                break
+        names[s] = str(tail)
+    return names
+
+
 class _Bars:
     """One tqdm bar per source (shown on a terminal only), updated from the ingest threads."""
 
     def __init__(self, sources: list[str]):
         from tqdm import tqdm
         self.bars = {}
+        names = short_names(sources)
         for i, source in enumerate(sources):
-            name = Path(source).name if "://" not in source else source
-            self.bars[source] = tqdm(total=None, unit="s", desc=name[:28], position=i, dynamic_ncols=True,
+            name = names[source]
+            self.bars[source] = tqdm(total=None, unit="s", desc=name[-28:], position=i, dynamic_ncols=True,
                                      disable=None, leave=True)
 
     def total(self, source: str, duration: float | None) -> None:
@@ -55,8 +74,8 @@ class _Bars:
             bar.close()
 
 
-def _line(doc: dict) -> str:
-    name = Path(doc["source"]).name if "://" not in doc["source"] else doc["source"]
+def _line(doc: dict, names: dict[str, str]) -> str:
+    name = names.get(doc["source"], doc["source"])
     if doc.get("reused"):
         return f"video {doc['video']} ({name}): already indexed ({doc['shots']} shots, {doc['vectors']} vectors); reused"
     line = (f"video {doc['video']} ({name}): {doc['status']}, {doc['indexed_until_s']:.1f} s indexed in "
@@ -108,9 +127,10 @@ def cmd_ingest_many(args) -> int:
                           "realtime_factor": round(indexed / wall, 3) if wall > 0 else 0.0,
                           "failed": len(failed)}, indent=1))
     else:
+        names = short_names([d["source"] for d in docs])
         for doc in docs:
             if doc["status"] != "failed" or doc.get("video") is not None:
-                print(_line(doc) if doc.get("shots") is not None else f"video {doc['video']}: failed")
+                print(_line(doc, names) if doc.get("shots") is not None else f"video {doc['video']}: failed")
         print(f"{len(docs)} sources together: {len(docs) - len(failed)} indexed, {len(failed)} failed; "
               f"{indexed:.1f} s of video in {wall:.1f} s ({indexed / wall if wall > 0 else 0:.2f}x real time "
               f"in all)")

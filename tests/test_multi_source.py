@@ -347,3 +347,9 @@ def test_the_service_runs_its_ingests_on_shared_stages(tmp_path, preset, alone):
         row1, shots1, frames1, faces1, keys1, vecs1 = video_content(alone[name], clip(name))
         assert (shots, frames, keys) == (shots1, frames1, keys1), name
         assert faces.shape == faces1.shape and np.allclose(faces, faces1, atol=1e-3), name
+
+
+def test_sources_are_named_by_the_shortest_path_tail_that_tells_them_apart():
+    from castfinder.cli_many import short_names
+    names = short_names([str(clip("friends")), str(clip("herapheri")), "rtsp://cam/live", "/films/a.mp4"])
+    assert list(names.values()) == ["friends/video.mp4", "herapheri/video.mp4", "rtsp://cam/live", "a.mp4"]
