@@ -27,6 +27,11 @@ def parse_url_prefix(prefix: str) -> SplitResult:
     return parts
 
 
+def _control(c: str) -> bool:
+    """A control character or a backslash: in no allowed URL, written as it is or %-encoded."""
+    return c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F
+
+
 class UrlPolicy:
     """URLs under a list of prefixes: the same scheme, host and port as a prefix, and a path under its
     path. An empty list allows no URL. Every refusal has the same words, so answers say nothing about
@@ -41,10 +46,13 @@ class UrlPolicy:
             port = parts.port
         except ValueError:
             return False
-        if parts.username is not None or parts.password is not None or any(c.isspace() or c == "\\" for c in url):
+        if parts.username is not None or parts.password is not None or any(c.isspace() or _control(c) for c in url):
             return False
-        # no way out of the prefix's path: "..", "." or their %-encoded forms are refused outright
-        if any(seg in (".", "..") for seg in unquote(unquote(parts.path)).split("/")):
+        # no way out of the prefix's path: "..", "." or their %-encoded forms are refused outright, also
+        # where a server would see them: after a backslash (read as "/" by some) or before ";params"
+        # ("..;/" is ".." to servlet containers); and no control character or backslash once decoded
+        path = unquote(unquote(parts.path))
+        if any(_control(c) for c in path) or any(seg.split(";")[0] in (".", "..") for seg in path.split("/")):
             return False
         for p in self.prefixes:
             if (parts.scheme.lower() == p.scheme.lower() and (parts.hostname or "") == (p.hostname or "").lower()

