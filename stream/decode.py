@@ -215,7 +215,11 @@ class VideoDecoder:
 
     def _check_guard(self) -> None:
         """A URL the guard refused, even one FFmpeg only logged and skipped (an HLS segment): the
-        source is refused."""
+        source is refused. Ctrl-C while the guard read for FFmpeg (PyAV drops what io_open raises) is raised here."""
+        if self._guard is not None and self._guard.interrupted:
+            if getattr(self, "container", None) is not None:
+                self.close()
+            raise KeyboardInterrupt
         if self._guard is not None and self._guard.refused:
             if getattr(self, "container", None) is not None:
                 self.close()

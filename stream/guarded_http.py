@@ -28,6 +28,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from urllib.parse import urljoin, urlsplit
 
 from .url_policy import UrlPolicy
@@ -57,6 +58,16 @@ def playlist_uris(text: str, base: str) -> list[str]:
     return [urljoin(base, u) for u in uris]
 
 
+def _shut(conn) -> None:
+    """Shut a connection's socket from another thread: a read blocked on it returns at once."""
+    try:
+        sock = conn.sock
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class Refused(Exception):
     """A URL outside the prefixes (recorded in GuardedOpener.refused)."""
 
@@ -74,7 +85,9 @@ class GuardedOpener:
         self.opened = 0
         self._open: list[HttpSource] = []
         self._lock = threading.Lock()
+        self._reading: set = set()       # connections of playlists being read (abort() shuts them too)
         self._aborted = False
+        self.interrupted = False         # Ctrl-C came while FFmpeg was opening a URL: the decoder re-raises it
 
     def __call__(self, url: str, flags: int, options: dict):
         first, self.opened = self.opened == 0, self.opened + 1
@@ -83,6 +96,10 @@ class GuardedOpener:
                 raise PermissionError("castfinder reads sources; it does not write to URLs")
             return self.open(url)
         except Refused:
+            return io.BytesIO(b"")
+        except KeyboardInterrupt:  # PyAV would print and drop it: stop, and let the decoder raise it
+            self.interrupted = True
+            self.abort()
             return io.BytesIO(b"")
         except OSError as exc:
             if first:
@@ -102,10 +119,7 @@ class GuardedOpener:
         conn, resp = self.get(url)
         head = resp.read1(4096) if resp.status != 204 else b""
         if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U"):
-            data = head + resp.read(MAX_PLAYLIST_BYTES + 1 - len(head))
-            conn.close()
-            if len(data) > MAX_PLAYLIST_BYTES:
-                raise OSError(f"playlist larger than {MAX_PLAYLIST_BYTES >> 20} MB")
+            data = self._read_playlist(conn, resp, head)
             for uri in playlist_uris(data.decode("utf-8", "replace"), url):
                 if not self.policy.allows(uri):
                     raise self.refuse(uri)
@@ -114,6 +128,37 @@ class GuardedOpener:
         with self._lock:
             self._open = [s for s in self._open if not s.closed] + [source]
         return source
+
+    def _read_playlist(self, conn, resp, head: bytes) -> bytes:
+        """A playlist whole, within timeout_s in all: a server that sends one line every few seconds
+        and never ends (each read within the socket timeout) cannot hold the opener, and stop() shuts it."""
+        deadline = time.monotonic() + self.timeout_s
+        chunks, size = [head], len(head)
+        with self._lock:
+            self._reading.add(conn)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if self._aborted:
+                    raise OSError("stopped")
+                if left <= 0:
+                    raise OSError(f"playlist not read whole in {self.timeout_s:g} s")
+                if conn.sock is not None:
+                    conn.sock.settimeout(left)
+                try:
+                    chunk = resp.read1(1 << 16)
+                except TimeoutError:
+                    raise OSError(f"playlist not read whole in {self.timeout_s:g} s") from None
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_PLAYLIST_BYTES:
+                    raise OSError(f"playlist larger than {MAX_PLAYLIST_BYTES >> 20} MB")
+        finally:
+            with self._lock:
+                self._reading.discard(conn)
+            conn.close()
 
     def get(self, url: str, offset: int = 0):
         """(connection, response) for a GET of `url` from byte `offset`, redirects followed while they
@@ -158,8 +203,11 @@ class GuardedOpener:
         self._aborted = True
         with self._lock:
             sources = list(self._open)
+            reading = list(self._reading)
         for s in sources:
             s.shut()
+        for conn in reading:
+            _shut(conn)
 
 
 class HttpSource:
@@ -221,12 +269,7 @@ class HttpSource:
         return self.pos
 
     def shut(self) -> None:
-        try:
-            sock = self._conn.sock
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        _shut(self._conn)
 
     def _close_connection(self) -> None:
         try:

@@ -88,6 +88,43 @@ def site(tmp_path_factory):
     s.close()
 
 
+def test_a_playlist_that_never_ends_fails_alone_and_the_wall_clock_is_the_run(site, tmp_path):
+    """The guard reads a playlist within its timeout in all, not per byte: the source fails with one line
+    while the file beside it is indexed; the summary's wall time runs from the first source that ran
+    (it was measured from when the last source opened, so the file's seconds were divided by ~0)."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0)
+    t0 = time.monotonic()
+    r = run_cli("ingest", clip, f"{site.url}/ok/trickle.m3u8", "--index", tmp_path / "idx", "--json",
+                "--allow-url-prefix", f"{site.url}/ok/", timeout=90)
+    assert time.monotonic() - t0 < 60
+    assert_clean_error(r, "trickle.m3u8", code=2)
+    doc = json.loads(r.stdout)
+    file_doc, url_doc = doc["sources"]
+    assert file_doc["status"] == "done" and file_doc["vectors"] > 0, file_doc
+    assert url_doc["status"] == "failed" and url_doc["video"] is None, url_doc
+
+
+def test_ctrl_c_while_a_url_opens_interrupts_at_once(site, tmp_path):
+    """Ctrl-C while the guard reads a playlist for FFmpeg: PyAV dropped the KeyboardInterrupt (printing
+    its traceback), the source then timed out and the file after it was ingested anyway."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0)
+    proc = subprocess.Popen([sys.executable, "-m", "castfinder", "ingest", f"{site.url}/ok/trickle.m3u8", str(clip),
+                             "--index", str(tmp_path / "idx"), "--allow-url-prefix", f"{site.url}/ok/"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while "/ok/trickle.m3u8" not in site.hits:  # the guard is reading the playlist now
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    t_signal = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t_signal < 6, err       # not the guard's 10 s timeout, nor the file's run
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "castfinder: interrupted", err
+    assert "video" not in out, out                     # the file after it was not ingested
+
+
 @pytest.mark.parametrize("path", ["/ok/..%5csecret/clip.mp4", "/ok/..;/secret/clip.mp4", "/ok/%2e%2e%3b/secret/clip.mp4"])
 def test_a_path_that_leaves_the_prefix_as_the_server_reads_it_is_refused(site, tmp_path, path):
     """A server that reads "\\" as "/" or drops ";params" resolves these to /secret/clip.mp4: the guard
