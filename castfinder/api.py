@@ -214,6 +214,7 @@ class Ingest:
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._summary: dict | None = None
+        self.started_at: float | None = None   # time.monotonic() when it started running
 
     @property
     def video(self) -> int:
@@ -250,6 +251,7 @@ class Ingest:
 
     def start(self) -> "Ingest":
         if self._thread is None:
+            self.started_at = time.monotonic()
             self._thread = threading.Thread(target=self._run, name=f"cf-api-ingest-{self.video}", daemon=True)
             self._thread.start()
         return self

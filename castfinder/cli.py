@@ -20,6 +20,7 @@ from .timefmt import hms
 log = logging.getLogger("castfinder")
 
 MAX_ID = 2**63 - 1      # SQLite integers: a larger id cannot exist (and would overflow the query)
+INTERRUPTED = threading.Event()  # set by the first Ctrl-C/SIGTERM, even one a library swallowed (PyAV opening a URL)
 STOP_GRACE_S = float(os.environ.get("CASTFINDER_STOP_GRACE_S", "15"))  # Ctrl-C/SIGTERM: flush this long at most
 
 
@@ -464,7 +465,7 @@ def _interrupt_on_signals() -> None:
     """Every command: Ctrl-C or SIGTERM interrupts it (KeyboardInterrupt, its clean-up runs), and if the
     clean-up has not ended the process within STOP_GRACE_S, it ends anyway. `ingest` replaces this with
     its own stop once its job runs; `serve` with uvicorn's."""
-    armed = threading.Event()
+    armed = INTERRUPTED
 
     def on_signal(signum, frame):
         if not armed.is_set():

@@ -100,7 +100,7 @@ def cmd_ingest_many(args) -> int:
     from castfinder.stream.metrics import start_metrics_server
 
     from .api import open_index
-    from .cli import _config_from_args, _print_shots, _stop_on_signals
+    from .cli import INTERRUPTED, _config_from_args, _print_shots, _stop_on_signals
     from .multi_ingest import record
 
     cfg = _config_from_args(args)
@@ -109,8 +109,12 @@ def cmd_ingest_many(args) -> int:
     with open_index(args.index, cfg, writable=True, url_prefixes=args.allow_url_prefix) as idx:
         bars = _Bars(args.source)
         runs = idx.start_ingest_many(args.source, force=args.force, progress=bars.update)
-        t0 = time.monotonic()  # the models are loaded: from here on the sources run
         jobs = [run.job for run in runs if run.job is not None]
+        if INTERRUPTED.is_set():  # a Ctrl-C while a source was opening that PyAV swallowed: stop them all
+            for job in jobs:
+                job.stop()
+            bars.close()
+            raise KeyboardInterrupt
         if jobs:
             _stop_on_signals(_AllJobs(jobs))  # Ctrl-C: every source saves its closed shots
         for run in runs:
@@ -118,7 +122,9 @@ def cmd_ingest_many(args) -> int:
                 bars.total(run.source, run.job.info.duration_s)
         docs = [record(run) for run in runs]
         bars.close()
-    wall = time.monotonic() - t0
+    # from the first source that ran (each starts as soon as it is open: one slow to open is no pause)
+    starts = [run.started_at for run in runs if getattr(run, "started_at", None) is not None and not run.reused]
+    wall = time.monotonic() - min(starts) if starts else 0.0
     ran = [d for d in docs if d.get("video") is not None and not d.get("reused")]
     indexed = sum(d.get("indexed_until_s") or 0.0 for d in ran)
     failed = [d for d in docs if d["status"] == "failed"]

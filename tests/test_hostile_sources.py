@@ -102,6 +102,7 @@ def test_a_playlist_that_never_ends_fails_alone_and_the_wall_clock_is_the_run(si
     file_doc, url_doc = doc["sources"]
     assert file_doc["status"] == "done" and file_doc["vectors"] > 0, file_doc
     assert url_doc["status"] == "failed" and url_doc["video"] is None, url_doc
+    assert doc["wall_s"] >= file_doc["wall_s"], doc      # the run is at least as long as its one source
 
 
 def test_ctrl_c_while_a_url_opens_interrupts_at_once(site, tmp_path):
@@ -123,6 +124,24 @@ def test_ctrl_c_while_a_url_opens_interrupts_at_once(site, tmp_path):
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "castfinder: interrupted", err
     assert "video" not in out, out                     # the file after it was not ingested
+
+
+def test_ctrl_c_while_ffmpeg_opens_a_silent_url_stops_every_source(site, tmp_path):
+    """Without a prefix list FFmpeg opens the URL itself: PyAV turns a Ctrl-C during its open into an
+    ExitError (read as a timeout), so the interrupt was lost and the file after it ingested in full."""
+    clip = make_video(tmp_path / "clip.mp4", seconds=2.0)
+    proc = subprocess.Popen([sys.executable, "-m", "castfinder", "ingest", f"{site.url}/ok/stall.ts", str(clip),
+                             "--index", str(tmp_path / "idx")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while "/ok/stall.ts" not in site.hits:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "castfinder: interrupted", err
+    assert "video" not in out, out
 
 
 @pytest.mark.parametrize("path", ["/ok/..%5csecret/clip.mp4", "/ok/..;/secret/clip.mp4", "/ok/%2e%2e%3b/secret/clip.mp4"])
