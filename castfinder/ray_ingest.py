@@ -51,7 +51,36 @@ def ray_address(text: str) -> str:
     if not ADDRESS.fullmatch(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a Ray address (auto, local, HOST:PORT or ray://HOST:PORT); "
                                          "write `--ray auto` before the sources, or --ray after them")
+    if text not in ("auto", "local") and not 1 <= int(text.rsplit(":", 1)[1]) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}': the port must be 1 to 65535")
     return text
+
+
+GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) given by hand answers as a gRPC server does (Ray's GCS and its
+    client server speak gRPC), within timeout_s; else InputError. ray.init itself retries an address
+    that refuses, drops packets or speaks something else for many minutes."""
+    import socket
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    where = f"no Ray cluster at '{address}'"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # a TLS cluster answers a handshake first: that it listens is what is checked
+            sock.sendall(GRPC_PREFACE)
+            head = sock.recv(9)
+    except OSError as exc:
+        why = f"no answer in {timeout_s:g} s" if isinstance(exc, TimeoutError) else exc.strerror or type(exc).__name__
+        raise InputError(f"{where} ({why}): start one with `ray start --head`, or use --ray local") from None
+    if len(head) < 4 or head[3] != 0x04:  # a gRPC (HTTP/2) server answers with its SETTINGS frame
+        raise InputError(f"{where} (something else answers on that port): start one with `ray start --head`, "
+                         "or use --ray local")
 
 
 def shard_name(number: int) -> str:
@@ -343,6 +372,8 @@ def _run(ray, sources, root, config, address, workers, threads, pin, force, metr
         result.update(wall_s=0.0, video_s=0.0, realtime_factor=0.0)
         return result
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    if address not in ("auto", "local"):
+        check_ray_address(address)
     try:
         if address == "local":
             ray.init(include_dashboard=False, runtime_env={"env_vars": env}, logging_level=logging.WARNING)

@@ -153,3 +153,19 @@ def test_a_path_that_leaves_the_prefix_as_the_server_reads_it_is_refused(site, t
                 timeout=60)
     assert_clean_error(r, "not allowed", code=2)
     assert site.hits[before:] == [], site.hits[before:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (pip install 'castfinder[ray]')")
+def test_a_ray_address_that_is_no_ray_cluster_is_one_line_in_seconds(site, tmp_path):
+    """ray.init retried these for many minutes (3.5 min and still going, for a refused port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    web = site.url.split("://")[1]
+    for address, words in ((f"127.0.0.1:{closed}", "refused"), (web, "something else")):
+        t0 = time.monotonic()
+        r = run_cli("ingest", "--ray", address, make_video(tmp_path / "c.mp4"), "--index", tmp_path / "idx", timeout=120)
+        assert time.monotonic() - t0 < 30, address
+        assert_clean_error(r, "no Ray cluster", words, code=2)
+    r = run_cli("ingest", "--ray", "127.0.0.1:99999", tmp_path / "c.mp4", "--index", tmp_path / "idx")
+    assert_clean_error(r, "port", code=2)
