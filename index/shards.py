@@ -312,6 +312,7 @@ class ShardedCatalogue:
             s.catalogue.close()
 
     def videos(self) -> list:
+        self.store._scan()  # shards a job added since: a listing shows what a lookup by id finds
         rows = [r for s in self.store.stores() for r in s.catalogue.videos()]
         return sorted(rows, key=lambda r: r["id"])
 
