@@ -338,6 +338,7 @@ class Index:
         self._writable = writable
         self._lock = threading.RLock()          # the store and the query engine
         self._ingest_lock = threading.Lock()    # one ingest set up at a time (model loading)
+        self._opening = 0                       # ingests whose source is being opened (each holds a slot)
         self._recluster_lock = threading.Lock() # a batch clustering of a long film is seconds of CPU: one at a time
         self._store = None
         self._engine_ = None
@@ -428,20 +429,32 @@ class Index:
         from castfinder.stream.pipeline import IngestJob, Models, fingerprint
 
         from .media import record_media
+        key = fingerprint(source)
 
-        with self._ingest_lock:
-            row = store.catalogue.find_video(fingerprint(source))
+        def check(opening: int) -> None:  # under _ingest_lock
+            row = store.catalogue.find_video(key)
             if row is not None and self.running(row["id"]) is not None:
                 raise IndexBusyError(f"video {row['id']} ({source}) is already being ingested")
             reuse = row is not None and row["status"] == "done" and not force
-            running = sum(r.running for r in self._runs.values())
+            running = sum(r.running for r in self._runs.values()) + opening
             if not reuse and self.max_ingests is not None and running >= self.max_ingests:
                 raise TooManyIngestsError(f"{running} ingests are running, the most this index runs at once; try "
                                           "again when one has finished (or stop one)")
-            # the source is opened first: bad input is reported before seconds of model loading
+
+        with self._ingest_lock:
+            check(self._opening)
+            self._opening += 1  # a slot held while the source opens
+        try:
+            # the source is opened first, outside the lock: bad input is reported before seconds of model
+            # loading, and a URL slow to answer (up to its open timeout) holds up no other ingest
             job = IngestJob(source, store, self.config.ingest, None, force=force, progress=progress,
                             cast=self.config.cast, url_policy=self.url_policy)
+        finally:
+            with self._ingest_lock:
+                self._opening -= 1
+        with self._ingest_lock:
             try:
+                check(self._opening)  # the same source started by another caller meanwhile
                 if self._models is None:
                     self._models = Models(self.config.ingest)
                 job.models = self._models

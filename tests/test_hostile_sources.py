@@ -169,3 +169,34 @@ def test_a_ray_address_that_is_no_ray_cluster_is_one_line_in_seconds(site, tmp_p
         assert_clean_error(r, "no Ray cluster", words, code=2)
     r = run_cli("ingest", "--ray", "127.0.0.1:99999", tmp_path / "c.mp4", "--index", tmp_path / "idx")
     assert_clean_error(r, "port", code=2)
+
+
+def test_a_url_slow_to_open_holds_up_no_other_ingest(site, tmp_path):
+    """The source opened inside the Index's ingest lock: one POST of a silent URL made every other POST
+    to the server wait for its 10 s open timeout (measured: a file's POST answered after 9.4 s)."""
+    import castfinder
+    from castfinder.core.errors import InputError, TooManyIngestsError
+
+    with castfinder.open_index(tmp_path / "idx", max_ingests=2) as idx:
+        idx.ingest(make_video(tmp_path / "warm.mp4", seconds=1.0, seed=3))   # models loaded
+        failed = []
+
+        def open_silent():
+            try:
+                idx.start_ingest(f"{site.url}/ok/stall.ts?{time.time()}")
+            except InputError as exc:
+                failed.append(str(exc))
+        opener = threading.Thread(target=open_silent)
+        opener.start()
+        deadline = time.monotonic() + 10
+        while not any(h.startswith("/ok/stall.ts") for h in site.hits):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        run = idx.start_ingest(make_video(tmp_path / "b.mp4", seconds=4.0, seed=4))
+        assert time.monotonic() - t0 < 4, time.monotonic() - t0
+        with pytest.raises(TooManyIngestsError):   # the slot the opening URL holds counts
+            idx.start_ingest(make_video(tmp_path / "c.mp4", seconds=1.0, seed=5))
+        assert run.wait(60)["status"] == "done"
+        opener.join(30)
+        assert failed and "timed out" in failed[0], failed
