@@ -408,6 +408,11 @@ class Index:
         """Whether this Index holds the writer lock now."""
         return self._store is not None and self._store.writable
 
+    @property
+    def sharded(self) -> bool:
+        """A sharded index (DIR/shards/, written by `castfinder ingest --ray` jobs only)."""
+        return self._sharded()
+
     # --- ingest -----------------------------------------------------------------------------------
     @_clear_errors
     def start_ingest(self, source: str | os.PathLike, force: bool = False,

@@ -500,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         err = storage_error(exc, Path(getattr(args, "index", None) or ".") / "catalogue.sqlite")
         print(f"castfinder: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # the reader went away (`castfinder cast | head`): not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141
     except OSError as exc:  # a path or socket the system refused (too long, permissions, disk full): not a bug
         where = str(exc.filename) if exc.filename is not None else ""
         where = (where[:80] + "..." + where[-40:]) if len(where) > 130 else where

@@ -420,6 +420,9 @@ def create_app(index, token: str | None = None, max_upload_mb: float = 10.0, max
 
     def require_writer(what: str) -> None:
         if not index.writable:
+            if index.sharded:
+                raise IndexBusyError(f"this server only reads the index (a sharded index is written by "
+                                     f"`castfinder ingest --ray` jobs only): cannot {what}")
             raise IndexBusyError(f"this server only reads the index (another process writes it): cannot {what}; "
                                  "do it through the process that writes the index")
 

@@ -117,3 +117,22 @@ def test_very_tall_or_wide_video_is_analysed_at_a_bounded_size(tmp_path, size):
     row = IndexStore(tmp_path / "idx").catalogue.video(1)
     assert row["width"] <= 640 and row["height"] <= 1280, (row["width"], row["height"])  # analysis_max_height
     assert row["frames_decoded"] == 10
+
+
+def test_a_reader_that_goes_away_is_not_an_error(friends_index):
+    """`castfinder videos | head -0`: the pipe is closed before castfinder writes: no error line, no
+    traceback, the exit status a shell gives a command ended by SIGPIPE (141)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        proc = subprocess.run([sys.executable, "-m", "castfinder", "videos", "--index", str(friends_index[0])],
+                              cwd=ROOT, stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == "", proc.stderr
