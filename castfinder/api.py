@@ -20,7 +20,6 @@ import copy
 import functools
 import json
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -80,7 +79,7 @@ def _url_policy(prefixes):
 
 
 def _out_dir(value, what: str) -> Path:
-    from .cli import writable_dir  # the same check (created, proven writable) as the CLI's options
+    from .core.paths import writable_dir  # the same check (created, proven writable) as the CLI's options
     if not isinstance(value, (str, os.PathLike)):
         raise InputError(f"{what} must be a folder path, not {type(value).__name__}")
     return writable_dir(value, what)
@@ -123,17 +122,6 @@ def video_record(row, counts: dict, run: "Ingest | None" = None) -> dict:
 def shot_record(s) -> dict:
     return {"shot": s["idx"], "start_s": s["start_s"], "end_s": s["end_s"], "frames": s["n_frames"],
             "faces": s["n_faces"], "closed": bool(s["closed"])}
-
-
-def ingest_record(r, source: str) -> dict:
-    """An IngestResult as a plain dict (a span still damaged at the end of the file ends at None)."""
-    return {"video": r.video_id, "source": source, "status": r.status, "reused": r.reused, "shots": r.shots,
-            "frames": r.frames, "faces": r.faces, "vectors": r.vectors, "frames_decoded": r.frames_decoded,
-            "frames_sampled": r.frames_sampled, "frames_dropped": r.frames_dropped,
-            "indexed_until_s": round(r.indexed_until_s, 3), "wall_s": round(r.wall_s, 3),
-            "realtime_factor": round(r.realtime_factor, 3),
-            "damaged_spans": [[s, e if e is not None and math.isfinite(e) else None] for s, e in r.damaged_spans],
-            "warning": r.warning}
 
 
 # --- query photos -------------------------------------------------------------------------------------
@@ -260,7 +248,7 @@ class Ingest:
         from castfinder.stream import metrics as M
         M.INGESTS_RUNNING.inc()
         try:
-            self._summary = ingest_record(self.job.run(), self.source)
+            self._summary = self.job.run().record(self.source)
         except BaseException as exc:  # handed to whoever waits (also recorded on the video: failed, error)
             self._error = exc
             log.info("ingest of video %s failed: %s", self.video, exc)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .core.config import load_config
 from .core.errors import CastfinderError, InputError
+from .core.paths import writable_dir
 from .timefmt import hms
 
 log = logging.getLogger("castfinder")
@@ -81,21 +82,6 @@ def url_prefix(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def writable_dir(path: str | Path, option: str) -> Path:
-    """An output folder: created if missing, and proven writable now rather than after the work."""
-    import tempfile
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".castfinder-write-test-"):
-            pass
-    except FileExistsError:
-        raise InputError(f"{option} {path}: exists and is not a directory") from None
-    except OSError as exc:
-        raise InputError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
-    return out
 
 
 class _Parser(argparse.ArgumentParser):

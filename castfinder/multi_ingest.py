@@ -90,8 +90,7 @@ def start_many(index, sources, force: bool = False,
 
 
 def record(run) -> dict:
-    """A finished handle's summary: api.ingest_record plus "error" (None, or the source's error)."""
-    from .api import ingest_record
+    """A finished handle's summary: IngestResult.record plus "error" (None, or the source's error)."""
     try:
         doc = run.wait()
         doc["error"] = None
@@ -99,7 +98,7 @@ def record(run) -> dict:
     except (CastfinderError, RuntimeError, OSError) as exc:
         job = run.job
         if job is not None and job.result is not None:  # it ran and failed: what it indexed stays searchable
-            doc = ingest_record(job.result, run.source)
+            doc = job.result.record(run.source)
         else:
             doc = {"video": run.video, "source": run.source, "status": "failed"}
         doc["status"] = "failed"

@@ -173,11 +173,7 @@ class IngestWorker:
     def ingest(self, source: str, shard: str, video_id: int, force: bool = False) -> dict:
         from castfinder.stream.pipeline import IngestJob, fingerprint
 
-        from .api import ingest_record
-        try:
-            from .media import record_media
-        except ImportError:  # before the media module existed
-            from .ingest_manager import record_media
+        from .media import record_media
         store = self._store(shard)
         row = store.catalogue.find_video(fingerprint(source))
         if force and row is not None and row["id"] == video_id:
@@ -199,7 +195,7 @@ class IngestWorker:
             if shard != self.home:  # another worker's shard: leave it free
                 self.stores.pop(shard).close()
         self.done += 1
-        rec = ingest_record(result, source)
+        rec = result.record(source)
         rec.update({"shard": shard, "node": self.node, "pid": os.getpid(), "task_wall_s": round(time.monotonic() - t0, 3),
                     "start_s": start_s, "began_at": began, "ended_at": time.time(),
                     "cpu_s": round(time.process_time() - cpu0, 3)})  # every thread of the worker
@@ -315,7 +311,7 @@ def ingest_on_ray(sources: list[str], index, config, address: str = "auto", work
     from castfinder.index.shards import create_shard
     from castfinder.stream.pipeline import fingerprint
 
-    from .cli import writable_dir
+    from .core.paths import writable_dir
 
     root = writable_dir(index, "--index")
     if (root / "catalogue.sqlite").exists():

@@ -11,6 +11,7 @@ Torch, OpenCV, dlib and FAISS release the GIL, so the stages overlap on separate
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import sqlite3
@@ -79,6 +80,17 @@ class IngestResult:
     @property
     def realtime_factor(self) -> float:
         return self.indexed_until_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def record(self, source: str) -> dict:
+        """As a plain dict, the record the CLI's --json, the Python API, the service and Ray jobs print
+        (a span still damaged at the end of the file ends at None)."""
+        return {"video": self.video_id, "source": source, "status": self.status, "reused": self.reused,
+                "shots": self.shots, "frames": self.frames, "faces": self.faces, "vectors": self.vectors,
+                "frames_decoded": self.frames_decoded, "frames_sampled": self.frames_sampled,
+                "frames_dropped": self.frames_dropped, "indexed_until_s": round(self.indexed_until_s, 3),
+                "wall_s": round(self.wall_s, 3), "realtime_factor": round(self.realtime_factor, 3),
+                "damaged_spans": [[s, e if e is not None and math.isfinite(e) else None] for s, e in self.damaged_spans],
+                "warning": self.warning}
 
 
 class SmallFacePlanner:
