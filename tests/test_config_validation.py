@@ -262,9 +262,9 @@ ANY_COMMAND = """
 import sys, time
 import castfinder.cli as cli
 def stubborn(args):  # a clean-up that never ends: swallows every interrupt
-    print("RUNNING", flush=True)
     while True:
-        try:
+        try:  # RUNNING is said inside the try: a signal right after it is swallowed too
+            print("RUNNING", flush=True)
             time.sleep(60)
         except KeyboardInterrupt:
             pass
