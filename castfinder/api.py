@@ -720,6 +720,8 @@ class Index:
         if not isinstance(name, str) or not name.strip():
             raise InputError("a cluster name must be a non-empty string")
         if self._sharded():  # named in the shard holding it, under that shard's writer lock for the moment
+            if video is not None:
+                self._cluster_video(cluster, video)
             cast = self._engine().cast()
             return {"cluster": cluster, "video": cast.store.name_cluster(cluster, name, cast.p), "name": name.strip()}
         if video is not None:
