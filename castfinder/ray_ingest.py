@@ -32,7 +32,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .core.errors import CastfinderError, IndexBusyError, InputError
+from .core.errors import CastfinderError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -220,17 +220,8 @@ class IngestWorker:
 
 # --- the driver ---------------------------------------------------------------------------------------
 def _job_lock(root: Path):
-    f = open(root / ".ray-job.lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        raise IndexBusyError(f"{root}: another ingest job (pid {f.read().strip() or '?'}) is writing this index") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
+    from .core.paths import hold_pid_lock
+    return hold_pid_lock(root / ".ray-job.lock", f"{root}: another ingest job (pid {{pid}}) is writing this index")
 
 
 def _existing(root: Path) -> tuple[dict, int, int]:

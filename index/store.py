@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from castfinder.core.errors import IndexBusyError, IndexUnwritableError, InputError, NotFoundError
+from castfinder.core.errors import IndexUnwritableError, InputError, NotFoundError
+from castfinder.core.paths import hold_pid_lock
 
 from .catalogue import Catalogue, storage_error
 from .vector_map import VectorMap
@@ -65,18 +65,8 @@ class IndexStore:
         self._track_vectors: dict = {}
 
     def _take_writer_lock(self) -> None:
-        path = self.dir / ".writer.lock"
-        f = open(path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise IndexBusyError(f"{self.dir}: another process (pid {f.read().strip() or '?'}) is writing this index") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock_file = f
+        self._lock_file = hold_pid_lock(self.dir / ".writer.lock",
+                                        f"{self.dir}: another process (pid {{pid}}) is writing this index")
 
     def feature(self, name: str, dim: int | None = None) -> FeatureIndex:
         """The FAISS index of a feature: its checkpoint, topped up from the catalogue on first use;
