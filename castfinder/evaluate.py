@@ -120,14 +120,14 @@ class Evaluator:
         return self._tracks[key]
 
     def ranked(self, store, video_id, clip: Clip, vectors, fusion: str, top_k: int, expand_with=None,
-               track_weight: float = 0.0, scene_feature: str | None = None) -> list[int]:
+               track_weight: float = 0.0, scene_feature: str | None = None, context_weight: float = 0.0) -> list[int]:
         from castfinder.index.search import search_shots
         if expand_with is not None:
             vectors = expand_with.expand(vectors, video_id)
         hits = search_shots(store, vectors, top_k=top_k, fusion=fusion, video_id=video_id,
                             tracks=self._track_vectors(store, vectors) if track_weight > 0 else None,
                             track_weight=track_weight,
-                            scene_feature=scene_feature)
+                            scene_feature=scene_feature, context_weight=context_weight)
         return map_to_true(clip.truth, [(h.start_s, h.end_s) for h in hits])
 
     def run_config(self, cfg: Config, fusion: str | None = None, top_k: int | None = None, face: str | None = "",
@@ -140,6 +140,7 @@ class Evaluator:
         face = cfg.ingest.face_embedders[0] if face == "" and cfg.ingest.face_embedders else (face or None)
         frame = cfg.ingest.frame_embedders[0] if frame == "" and cfg.ingest.frame_embedders else (frame or None)
         scene = (frame or (cfg.ingest.frame_embedders or [None])[0]) if cfg.query.scene_tail else None
+        cw = cfg.query.context_weight
         rankings, relevants, aps = {}, {}, {}
         for clip in self.clips:
             if not clip.characters:
@@ -155,7 +156,7 @@ class Evaluator:
                 relevants[q] = relevant_shots(clip.truth, character)
                 vectors = self.photo_vectors(cfg, clip, character, face, frame)
                 if photos_per_query is None:
-                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine, tw, scene)
+                    rankings[q] = self.ranked(store, vid, clip, vectors, fusion, top_k, engine, tw, scene, cw)
                     aps[q] = average_precision(rankings[q], relevants[q])
                     continue
                 photos = sorted({v.photo for v in vectors})
@@ -166,7 +167,7 @@ class Evaluator:
                 scores = []
                 for subset in subsets[:10]:
                     sub = [v for v in vectors if v.photo in subset]
-                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine, tw, scene), relevants[q]))
+                    scores.append(average_precision(self.ranked(store, vid, clip, sub, fusion, top_k, engine, tw, scene, cw), relevants[q]))
                 aps[q] = float(np.mean(scores))
         return {"rankings": rankings, "relevants": relevants, "ap": aps,
                 "map": float(np.mean(list(aps.values()))) if aps else 0.0}
@@ -237,6 +238,7 @@ class Evaluator:
                      {"shot_detector": "content", "shot_threshold": 20.0, "shot_min_len_s": 0.5}, {}))
         rows.append(("lenient reading of query photos: off", {}, {"query": {"lenient_photos": False}}))
         rows.append(("scene tail: off (faceless shots not ranked)", {}, {"query": {"scene_tail": False}}))
+        rows.append(("context re-ranking: off (faces alone)", {}, {"query": {"context_weight": 0.0}}))
         rows.append(("track blending: off (best face only)", {}, {"track_weight": 0.0}))
         rows.append(("track blending: tracks only", {}, {"track_weight": 1.0}))
         rows.append(("query expansion through the cast (--expand)", {}, {"expand": True}))

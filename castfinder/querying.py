@@ -186,7 +186,7 @@ class QueryEngine:
         hits = search_shots(self.store, vectors, top_k=top_k or q.top_k, fusion=fusion, video_id=video_id,
                             tracks=self.tracks(face), track_weight=q.track_weight,
                             scene_feature=frame if q.scene_tail else None,
-                            limit=limit or None)
+                            context_weight=q.context_weight, limit=limit or None)
         return result_doc(character, video_id, until, fusion, vectors, hits), hits
 
 

@@ -16,6 +16,8 @@ from urllib.parse import quote
 import numpy as np
 
 from castfinder.core.errors import CastfinderError, IndexBusyError, IndexDamagedError, IndexUnwritableError
+from castfinder.stream.face_context import from_blob as context_from_blob
+from castfinder.stream.face_context import to_blob as context_blob
 
 # ids never come back after a delete (AUTOINCREMENT): FAISS ids, the vector map and thumbnail
 # caches all key on them
@@ -37,7 +39,7 @@ CREATE TABLE IF NOT EXISTS frames (
 CREATE INDEX IF NOT EXISTS frames_shot ON frames(video_id, shot_idx);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY AUTOINCREMENT, frame_id INTEGER NOT NULL, x1 REAL, y1 REAL, x2 REAL, y2 REAL,
-    prob REAL, landmarks TEXT, sharpness REAL);
+    prob REAL, landmarks TEXT, sharpness REAL, context BLOB);
 CREATE INDEX IF NOT EXISTS faces_frame ON faces(frame_id);
 CREATE TABLE IF NOT EXISTS vectors (
     id INTEGER PRIMARY KEY AUTOINCREMENT, feature TEXT NOT NULL, video_id INTEGER NOT NULL, frame_id INTEGER NOT NULL,
@@ -122,6 +124,8 @@ class Catalogue:
         cols = {r[1] for r in self.conn.execute("PRAGMA table_info(faces)")}
         if "sharpness" not in cols:
             self.conn.execute("ALTER TABLE faces ADD COLUMN sharpness REAL")
+        if "context" not in cols:  # faces indexed before it have none: search skips them
+            self.conn.execute("ALTER TABLE faces ADD COLUMN context BLOB")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -215,9 +219,10 @@ class Catalogue:
                 face_ids = []
                 for face in faces:
                     face_ids.append(c.execute(
-                        "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks, sharpness) VALUES (?,?,?,?,?,?,?,?)",
+                        "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks, sharpness, context)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
                         (frame_id, *map(float, face.box), face.prob, json.dumps(np.round(face.landmarks, 1).tolist()),
-                         face.sharpness)).lastrowid)
+                         face.sharpness, context_blob(getattr(face, "context", None)))).lastrowid)
                 for feature, vec in frame_vecs.items():
                     vid = c.execute("INSERT INTO vectors (feature, video_id, frame_id, face_id, vec) VALUES (?,?,?,NULL,?)",
                                     (feature, video_id, frame_id, vec.astype(np.float32).tobytes())).lastrowid
@@ -301,6 +306,21 @@ class Catalogue:
                     f"SELECT v.id, v.video_id, v.frame_id, v.face_id, f.shot_idx, f.time_s, f.frame_idx"
                     f" FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.id IN ({marks})", chunk):
                 out[r["id"]] = r
+        return out
+
+    def face_contexts(self, vector_ids) -> dict[int, np.ndarray]:
+        """Face vector id -> the context descriptor of its face (stream/face_context.py), for the ids
+        whose face has one."""
+        ids = [int(i) for i in vector_ids if i >= 0]
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for vid, blob in self.conn.execute(f"SELECT v.id, fc.context FROM vectors v JOIN faces fc ON fc.id=v.face_id"
+                                               f" WHERE v.id IN ({marks}) AND fc.context IS NOT NULL", chunk):
+                vec = context_from_blob(blob)
+                if vec is not None:
+                    out[vid] = vec
         return out
 
     def shot_spans(self, keys) -> dict[tuple[int, int], tuple[float, float]]:

@@ -87,6 +87,61 @@ def _blend_tracks(part, track_part, weight: float):
     return keys, blended, ids
 
 
+CONTEXT_HITS = 2000  # face hits per photo re-ranked by context; the rest count as of average context
+
+
+def _rerank_by_context(store: IndexStore, queries: list[QueryVector], hits_of: list, weight: float,
+                       video_id: int | None) -> None:
+    """Transductive re-ranking of face hits by what surrounds each face (stream/face_context.py).
+    A query photo is a stranger to the video (another light, another age, a sharper camera), but
+    the video's own best hit for it shows this person as the video does, clothes and hair
+    included; within a video people keep those through a scene. So each face hit gains
+    weight x (how alike its surroundings are to the best hit's), both standardised over the hits
+    (z-scores, in the units of the face scores). One seed per video: clothes mean nothing across
+    films. A face without a descriptor (indexed before they existed) counts as average.
+    devhard MAP 0.792 -> 0.845 at weight 1 offline; dev stays 1.000."""
+    rows = [i for i, q in enumerate(queries) if q.kind == "face"]
+    if weight <= 0 or not rows:
+        return
+    heads = {}
+    for i in rows:
+        scores, ids = hits_of[i]
+        video, _ = store.vector_map.lookup(ids)
+        ok = (ids >= 0) & (video >= 0)
+        if video_id is not None:
+            ok &= video == video_id
+        pos = np.flatnonzero(ok)[:CONTEXT_HITS]
+        heads[i] = (pos, video[pos])
+    wanted = np.unique(np.concatenate([hits_of[i][1][pos] for i, (pos, _) in heads.items()]))
+    ctx = store.catalogue.face_contexts(wanted.tolist())
+    if not ctx:
+        return
+    seeds: dict[int, tuple[float, int]] = {}  # video -> (score, vector id) of its best hit with a descriptor
+    for i, (pos, videos) in heads.items():
+        scores, ids = hits_of[i]
+        for p, v in zip(pos.tolist(), videos.tolist()):
+            vid = int(ids[p])
+            if vid in ctx and scores[p] > seeds.get(v, (-np.inf, 0))[0]:
+                seeds[v] = (float(scores[p]), vid)
+    for i, (pos, videos) in heads.items():
+        scores, ids = hits_of[i]
+        scores = scores.astype(np.float32).copy()
+        for v, (_, seed) in seeds.items():
+            sel = pos[videos == v]
+            if len(sel) < 3:
+                continue
+            have = np.array([int(ids[p]) in ctx for p in sel])
+            sim = np.array([float(ctx[int(ids[p])] @ ctx[seed]) if h else 0.0 for p, h in zip(sel, have)])
+            s_std = float(np.std(scores[sel]))
+            c_mean, c_std = float(np.mean(sim[have])), float(np.std(sim[have]))
+            if s_std <= 0 or c_std <= 0:
+                continue
+            bonus = np.where(have, (sim - c_mean) / c_std, 0.0)
+            scores[sel] += (weight * s_std * bonus).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")  # shots take their best hit from the first one seen
+        hits_of[i] = (scores[order], ids[order])
+
+
 SCENE_TAIL_K = 1000  # frame hits per frame vector of the best shot
 
 
@@ -111,11 +166,13 @@ def _scene_tail(store: IndexStore, top_key: int, feature: str, top_k: int, video
 
 def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 5000, fusion: str = "max",
                  video_id: int | None = None, limit: int | None = None, tracks=None,
-                 track_weight: float = 0.0, scene_feature: str | None = None) -> list[ShotHit]:
+                 track_weight: float = 0.0, scene_feature: str | None = None,
+                 context_weight: float = 0.0) -> list[ShotHit]:
     """tracks: a TrackVectors of the face feature (synced by the caller); track_weight: how much of
     a shot's score its best track gives (0: faces only). scene_feature: a frame feature; when a face
     query found shots, the shots no face hit reached follow them, ranked by how alike their frames
-    are to the best shot's (scores below every face hit's)."""
+    are to the best shot's (scores below every face hit's). context_weight: face hits re-ranked by
+    how alike their surroundings are to the best hit's (_rerank_by_context; 0: off)."""
     if not queries:
         raise InputError("no query vectors")
     store.vector_map.sync(store.catalogue)
@@ -130,6 +187,7 @@ def search_shots(store: IndexStore, queries: list[QueryVector], top_k: int = 500
         scores, ids = index.search(np.stack([queries[i].vector for i in idxs]), max(1, k))
         for row, i in enumerate(idxs):
             hits_of[i] = (scores[row], ids[row])
+    _rerank_by_context(store, queries, hits_of, context_weight, video_id)
     parts = [_shot_scores(store, scores, ids, video_id) for scores, ids in hits_of]
     if tracks is not None and track_weight > 0:
         face_q = [i for i, q in enumerate(queries) if q.kind == "face" and q.feature == tracks.feature]

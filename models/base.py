@@ -14,6 +14,7 @@ class Face:
     landmarks: np.ndarray   # 5 x 2: left eye, right eye, nose, left mouth corner, right mouth corner
     prob: float
     sharpness: float | None = None  # variance of the Laplacian of the grey face crop (face quality)
+    context: np.ndarray | None = None  # colours of hair and upper body around it (stream/face_context.py)
 
     @property
     def size(self) -> float:

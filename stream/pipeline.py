@@ -33,6 +33,7 @@ from castfinder.models.registry import make_face_embedder, make_frame_embedder
 from . import metrics as M
 from .decode import VideoDecoder
 from .dedup import ConsecutiveDeduplicator, dbscan_keep
+from .face_context import context_descriptor
 from .face_quality import face_sharpness
 from .sampling import ShotSampler
 from .shots import FrameInShot, ShotClosed, ShotSegmenter
@@ -145,6 +146,7 @@ def embed_together(models: "Models", batches: list) -> None:
     for image, found in zip(images, faces):
         for face in found:
             face.sharpness = face_sharpness(image, face.box)
+            face.context = context_descriptor(image, face.box)
     frame_vecs = {e.name: e.embed_frames(images) for e in models.frame}
     face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
     i = 0
