@@ -25,7 +25,8 @@ KS = (1, 5, 10, 20)
 # settings that change what is indexed (the rest only change speed)
 INDEX_FIELDS = ("analysis_width", "sample_fps", "shot_detector", "shot_threshold", "shot_min_len_s", "dedup",
                 "dedup_similarity", "dbscan_eps", "min_face_px", "min_face_prob", "mtcnn_thresholds",
-                "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip")
+                "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip",
+                "face_context")
 
 
 class Clip:
@@ -73,7 +74,7 @@ class Evaluator:
         from castfinder.stream.pipeline import Models
         key = json.dumps({f: getattr(cfg.ingest, f) for f in ("face_embedders", "frame_embedders", "mtcnn_thresholds",
                                                                "min_face_prob", "min_face_px", "device", "small_face_px",
-                                                               "face_flip")}, sort_keys=True)
+                                                               "face_flip", "face_context")}, sort_keys=True)
         if key not in self._models:
             self._models[key] = Models(cfg.ingest)
         return self._models[key]

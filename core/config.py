@@ -44,6 +44,7 @@ class IngestConfig:
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     face_flip: bool = True             # a face's vector is the mean of it and its mirror image (steadier)
+    face_context: bool = True          # keep each face's hair/clothes colours (query.context_weight re-ranks by them)
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
     batch_size: int | str = "auto"    # frames per detector / embedder batch; auto: 2 on CPU, 16 on CUDA
     batch_timeout_s: float = 0.1       # live: a partial batch goes after this long (keeps the lag low)

@@ -146,7 +146,8 @@ def embed_together(models: "Models", batches: list) -> None:
     for image, found in zip(images, faces):
         for face in found:
             face.sharpness = face_sharpness(image, face.box)
-            face.context = context_descriptor(image, face.box)
+            if models.face_context:
+                face.context = context_descriptor(image, face.box)
     frame_vecs = {e.name: e.embed_frames(images) for e in models.frame}
     face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
     i = 0
@@ -169,6 +170,7 @@ class Models:
         self.face = [make_face_embedder(n, weights_dir=cfg.weights_dir, flip=cfg.face_flip, **kw)
                      for n in cfg.face_embedders]
         self.frame = [make_frame_embedder(n, weights_dir=cfg.weights_dir, **kw) for n in cfg.frame_embedders]
+        self.face_context = cfg.face_context
 
 
 def fingerprint(source: str) -> str:
