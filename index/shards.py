@@ -334,7 +334,8 @@ class ShardedCatalogue:
             return {"shots": 0, "vectors": 0, "frames": 0, "faces": 0}
         return shard.catalogue.counts(video_id)
 
-    def vector_rows(self, ids) -> dict:
+    def _by_shard(self, ids, method: str) -> dict:
+        """A per-id lookup of every shard's catalogue, each asked only for its own ids."""
         out = {}
         by_shard: dict[int, list[int]] = {}
         ids = [int(i) for i in ids if i >= 0]
@@ -343,8 +344,14 @@ class ShardedCatalogue:
         for number, chunk in by_shard.items():
             shard = self.store.shards.get(number)
             if shard is not None:
-                out.update(shard.catalogue.vector_rows(chunk))
+                out.update(getattr(shard.catalogue, method)(chunk))
         return out
+
+    def vector_rows(self, ids) -> dict:
+        return self._by_shard(ids, "vector_rows")
+
+    def face_contexts(self, vector_ids) -> dict:
+        return self._by_shard(vector_ids, "face_contexts")
 
     def shot_spans(self, keys) -> dict:
         out = {}
