@@ -84,7 +84,7 @@ class QueryConfig:
     # face. devhard MAP (castfinder eval ablation): 0.792 faces only, 0.764 at 0.5, 0.714 tracks only
     track_weight: float = 0.0
     # face hits re-ranked by their surroundings (hair, clothes) against the video's best hit (index/search.py
-    # _rerank_by_context): devhard MAP 0.792 -> 0.845 offline at 1.0 (0.5: 0.833, 1.5: 0.840); dev stays 1.000
+    # _rerank_by_context): devhard MAP 0.792 -> 0.841 at 1.0 (offline 0.5: 0.833, 1.5: 0.840); dev stays 1.000
     context_weight: float = 1.0
 
 
