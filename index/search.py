@@ -115,32 +115,38 @@ def _rerank_by_context(store: IndexStore, queries: list[QueryVector], hits_of: l
         pos = np.flatnonzero(ok)[:CONTEXT_HITS]
         heads[i] = (pos, video[pos], shot[pos])
     wanted = np.unique(np.concatenate([hits_of[i][1][pos] for i, (pos, _, _) in heads.items()]))
-    ctx = store.catalogue.face_contexts(wanted.tolist())
-    if not ctx:
+    found = store.catalogue.face_contexts(wanted.tolist())
+    if not found:
         return
-    seeds: dict[int, tuple[float, int]] = {}  # video -> (score, vector id) of its best hit with a descriptor
+    have_all = np.array([int(w) in found for w in wanted])
+    table = np.zeros((len(wanted), len(next(iter(found.values())))), np.float32)
+    table[have_all] = np.stack([found[int(w)] for w in wanted[have_all]])
+    rows_of = {i: np.searchsorted(wanted, hits_of[i][1][pos]) for i, (pos, _, _) in heads.items()}
+    seeds: dict[int, tuple[float, int]] = {}  # video -> (score, row in table) of its best hit with a descriptor
     for i, (pos, videos, _) in heads.items():
-        scores, ids = hits_of[i]
-        for p, v in zip(pos.tolist(), videos.tolist()):
-            vid = int(ids[p])
-            if vid in ctx and scores[p] > seeds.get(v, (-np.inf, 0))[0]:
-                seeds[v] = (float(scores[p]), vid)
+        scores = hits_of[i][0][pos]
+        for v in np.unique(videos).tolist():
+            cand = np.flatnonzero((videos == v) & have_all[rows_of[i]])
+            if len(cand):
+                j = cand[np.argmax(scores[cand])]
+                if scores[j] > seeds.get(v, (-np.inf, 0))[0]:
+                    seeds[v] = (float(scores[j]), int(rows_of[i][j]))
     for i, (pos, videos, shots) in heads.items():
         scores, ids = hits_of[i]
         scores = scores.astype(np.float32).copy()
         for v, (_, seed) in seeds.items():
             in_video = videos == v
-            sel, sel_shots = pos[in_video], shots[in_video]
-            if len(sel) < 3:
+            sel, rows = pos[in_video], rows_of[i][in_video]
+            have = have_all[rows]
+            if have.sum() < 3:
                 continue
-            have = np.array([int(ids[p]) in ctx for p in sel])
-            sim = np.array([float(ctx[int(ids[p])] @ ctx[seed]) if h else 0.0 for p, h in zip(sel, have)])
+            sim = table[rows] @ table[seed]
             s_std = float(np.std(scores[sel]))
             c_mean, c_std = float(np.mean(sim[have])), float(np.std(sim[have]))
             if s_std <= 0 or c_std <= 0:
                 continue
             adjusted = scores[sel] + (weight * s_std * np.where(have, (sim - c_mean) / c_std, 0.0)).astype(np.float32)
-            scores[sel] = _reorder_shots(scores[sel], adjusted, sel_shots)
+            scores[sel] = _reorder_shots(scores[sel], adjusted, shots[in_video])
         order = np.argsort(-scores, kind="stable")  # shots take their best hit from the first one seen
         hits_of[i] = (scores[order], ids[order])
 
