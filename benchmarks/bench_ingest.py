@@ -95,7 +95,7 @@ def stage_throughput() -> dict:
 
 
 # what the default preset was before the small-face pass, flip-averaging and the new cut detector
-BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "shot_detector": "content", "shot_threshold": 20.0,
+BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "frame_vector_fps": 5.0, "shot_detector": "content", "shot_threshold": 20.0,
           "shot_min_len_s": 0.5}
 CLIPS_360P = ["friends", "herapheri", "testvideo"]
 

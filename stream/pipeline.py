@@ -59,6 +59,7 @@ class Batch:
     records: list = field(default_factory=list)
     decoded_at: float = 0.0  # monotonic time the oldest frame was decoded
     fine: list | None = None  # which frames get the detector's small-face levels (planned once)
+    frame_vec: list | None = None  # which frames get frame-embedder vectors (None: all)
 
 
 @dataclass
@@ -148,14 +149,16 @@ def embed_together(models: "Models", batches: list) -> None:
             face.sharpness = face_sharpness(image, face.box)
             if models.face_context:
                 face.context = context_descriptor(image, face.box)
-    frame_vecs = {e.name: e.embed_frames(images) for e in models.frame}
+    wants = [w for batch in batches for w in (batch.frame_vec or [True] * len(batch.items))]
+    frame_vecs = {e.name: e.embed_frames([im for im, w in zip(images, wants) if w]) for e in models.frame}
     face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
-    i = 0
+    i = j = 0
     for batch in batches:
         for (shot, frame), found in zip(batch.items, batch.faces):
             batch.records.append((shot, frame.index, frame.time_s, found,
-                                  {k: v[i] for k, v in frame_vecs.items()},
+                                  {k: v[j] for k, v in frame_vecs.items()} if wants[i] else {},
                                   {k: v[i] for k, v in face_vecs.items()}))
+            j += wants[i]
             i += 1
         batch.items = [(s, None) for s, _ in batch.items]  # free the images early
 
@@ -266,6 +269,10 @@ class IngestJob:
         opened = first_shot - 1
         pending: list = []
         pending_events: list = []
+        pending_fv: list = []  # per pending frame: does it get frame vectors
+        # frame vectors (whole-frame likeness: the scene tail, photos without a face) at their own, lower
+        # rate than faces: the first kept frame of each shot, then one per 1/frame_vector_fps seconds
+        frame_vec_plan = ShotSampler(cfg.frame_vector_fps) if cfg.frame_vector_fps < cfg.sample_fps else None
         pending_since = 0.0  # when the batch being filled got its first frame
         # live frames come at real time, so a partial batch must not wait long; a file's frames come as
         # fast as they decode, and a short timeout there would only shrink batches
@@ -273,9 +280,11 @@ class IngestJob:
 
         def flush_pending():
             if pending:
-                out.put(Batch(list(pending), list(pending_events), decoded_at=pending[0][1].decoded_at))
+                out.put(Batch(list(pending), list(pending_events), decoded_at=pending[0][1].decoded_at,
+                              frame_vec=list(pending_fv)))
                 pending.clear()
                 pending_events.clear()
+                pending_fv.clear()
 
         def emit(event):
             if pending:
@@ -296,6 +305,7 @@ class IngestJob:
                         if dedup.keep(ev.shot, ev.frame.small):
                             ev.frame.image  # convert now, in this thread, while the decoder frame is alive
                             pending.append((ev.shot, ev.frame))
+                            pending_fv.append(frame_vec_plan is None or frame_vec_plan.keep(ev.shot, ev.frame.time_s))
                             if len(pending) == 1:
                                 pending_since = time.monotonic()
                             if len(pending) >= self.batch_size or time.monotonic() - pending_since > batch_timeout:

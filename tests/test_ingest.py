@@ -131,3 +131,25 @@ def test_batches_span_cuts_without_mixing_up_shots(friends_index, tmp_path, mode
     assert abs(result.faces - friends_index[1].faces) <= 2
     check_consistent(tmp_path)
     store.close()
+
+
+def test_frame_vectors_come_at_their_own_rate(friends_index):
+    """Faces are read on every kept frame; whole-frame vectors only on the first kept frame of a shot and
+    then at most one per 1/frame_vector_fps seconds (the default 1 per second)."""
+    from castfinder.core.config import load_config
+    fps = load_config("default").ingest.frame_vector_fps
+    path, result = friends_index
+    c = IndexStore(path).catalogue.conn
+    for shot in IndexStore(path).catalogue.shots(1):
+        frames = c.execute("SELECT id, time_s FROM frames WHERE video_id=1 AND shot_idx=? ORDER BY time_s",
+                           (shot["idx"],)).fetchall()
+        with_vec = [r[0] for r in c.execute(
+            "SELECT f.time_s FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.feature='effnet-lite0'"
+            " AND f.video_id=1 AND f.shot_idx=? ORDER BY f.time_s", (shot["idx"],))]
+        assert with_vec and with_vec[0] == frames[0][1]                     # the shot's first kept frame
+        # at most one in each 1/fps slot of the shot's grid (the slots start at its first kept frame)
+        slots = [int((t - with_vec[0]) * fps + 1e-6) for t in with_vec]
+        assert slots == sorted(set(slots)), slots
+        assert len(with_vec) <= (shot["end_s"] - shot["start_s"]) * fps + 1
+    n_faces = c.execute("SELECT COUNT(*) FROM vectors WHERE feature='dlib-resnet'").fetchone()[0]
+    assert n_faces == result.faces  # every face of every kept frame has its vector

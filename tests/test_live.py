@@ -61,4 +61,9 @@ def test_stdin_live_stream_stops_cleanly_on_sigint(tmp_path):
     assert video["status"] == "stopped" and video["is_live"] == 1
     shots = store.catalogue.shots(video["id"])
     assert len(shots) >= 2 and all(s["closed"] for s in shots)
-    assert store.feature("effnet-lite0").ntotal == store.catalogue.counts(video["id"])["frames"]
+    # frame vectors at their own rate (ingest.frame_vector_fps): at least one for every shot, FAISS = catalogue
+    n_frame_vecs = store.catalogue.feature_stats("effnet-lite0")[0]
+    assert store.feature("effnet-lite0").ntotal == n_frame_vecs <= store.catalogue.counts(video["id"])["frames"]
+    shots_with = {r[0] for r in store.catalogue.conn.execute(
+        "SELECT DISTINCT f.shot_idx FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.feature='effnet-lite0'")}
+    assert shots_with == {s["idx"] for s in shots}
