@@ -222,7 +222,7 @@ class Catalogue:
                         "INSERT INTO faces (frame_id, x1, y1, x2, y2, prob, landmarks, sharpness, context)"
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         (frame_id, *map(float, face.box), face.prob, json.dumps(np.round(face.landmarks, 1).tolist()),
-                         face.sharpness, context_blob(getattr(face, "context", None)))).lastrowid)
+                         face.sharpness, context_blob(face.context))).lastrowid)
                 for feature, vec in frame_vecs.items():
                     vid = c.execute("INSERT INTO vectors (feature, video_id, frame_id, face_id, vec) VALUES (?,?,?,NULL,?)",
                                     (feature, video_id, frame_id, vec.astype(np.float32).tobytes())).lastrowid
@@ -296,31 +296,28 @@ class Catalogue:
         row = self.conn.execute("SELECT COUNT(*), COALESCE(MAX(id), -1) FROM vectors WHERE feature=?", (feature,)).fetchone()
         return int(row[0]), int(row[1])
 
-    def vector_rows(self, ids) -> dict[int, sqlite3.Row]:
+    def _rows_for_ids(self, sql: str, ids):
+        """Rows of `sql` (one `{marks}` for an IN list) for the non-negative ids, asked 500 at a time
+        (SQLite caps the parameters of one statement)."""
         ids = [int(i) for i in ids if i >= 0]
-        out = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.conn.execute(
-                    f"SELECT v.id, v.video_id, v.frame_id, v.face_id, f.shot_idx, f.time_s, f.frame_idx"
-                    f" FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.id IN ({marks})", chunk):
-                out[r["id"]] = r
-        return out
+            yield from self.conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
+    def vector_rows(self, ids) -> dict[int, sqlite3.Row]:
+        return {r["id"]: r for r in self._rows_for_ids(
+            "SELECT v.id, v.video_id, v.frame_id, v.face_id, f.shot_idx, f.time_s, f.frame_idx"
+            " FROM vectors v JOIN frames f ON f.id=v.frame_id WHERE v.id IN ({marks})", ids)}
 
     def face_contexts(self, vector_ids) -> dict[int, np.ndarray]:
         """Face vector id -> the context descriptor of its face (stream/face_context.py), for the ids
         whose face has one."""
-        ids = [int(i) for i in vector_ids if i >= 0]
         out = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for vid, blob in self.conn.execute(f"SELECT v.id, fc.context FROM vectors v JOIN faces fc ON fc.id=v.face_id"
-                                               f" WHERE v.id IN ({marks}) AND fc.context IS NOT NULL", chunk):
-                vec = context_from_blob(blob)
-                if vec is not None:
-                    out[vid] = vec
+        for vid, blob in self._rows_for_ids("SELECT v.id, fc.context FROM vectors v JOIN faces fc ON fc.id=v.face_id"
+                                            " WHERE v.id IN ({marks}) AND fc.context IS NOT NULL", vector_ids):
+            vec = context_from_blob(blob)
+            if vec is not None:
+                out[vid] = vec
         return out
 
     def shot_spans(self, keys) -> dict[tuple[int, int], tuple[float, float]]:

@@ -164,11 +164,9 @@ def _reorder_shots(raw: np.ndarray, adjusted: np.ndarray, shots: np.ndarray) -> 
     new = np.empty(len(uniq), np.float32)
     new[np.argsort(-best_adj, kind="stable")] = np.sort(best_raw)[::-1]
     out = np.minimum(raw, new[inv])
-    top = np.full(len(uniq), -1)
-    for j in np.argsort(-adjusted, kind="stable"):  # each shot's best adjusted hit, first seen
-        if top[inv[j]] < 0:
-            top[inv[j]] = j
-    out[top] = new
+    order = np.argsort(-adjusted, kind="stable")
+    _, first = np.unique(inv[order], return_index=True)  # each shot's best adjusted hit: its first in that order
+    out[order[first]] = new
     return out
 
 

@@ -150,15 +150,15 @@ def embed_together(models: "Models", batches: list) -> None:
             if models.face_context:
                 face.context = context_descriptor(image, face.box)
     wants = [w for batch in batches for w in (batch.frame_vec or [True] * len(batch.items))]
-    frame_vecs = {e.name: e.embed_frames([im for im, w in zip(images, wants) if w]) for e in models.frame}
+    # the frames that get frame vectors, in order: each takes the next one
+    frame_vecs = {e.name: iter(e.embed_frames([im for im, w in zip(images, wants) if w])) for e in models.frame}
     face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
-    i = j = 0
+    i = 0
     for batch in batches:
         for (shot, frame), found in zip(batch.items, batch.faces):
             batch.records.append((shot, frame.index, frame.time_s, found,
-                                  {k: v[j] for k, v in frame_vecs.items()} if wants[i] else {},
+                                  {k: next(v) for k, v in frame_vecs.items()} if wants[i] else {},
                                   {k: v[i] for k, v in face_vecs.items()}))
-            j += wants[i]
             i += 1
         batch.items = [(s, None) for s, _ in batch.items]  # free the images early
 
