@@ -85,6 +85,16 @@ def friends_index(tmp_path_factory, models, ingest_cfg):
     return path, result
 
 
+def serve_http(handler):
+    """A threading HTTP server on 127.0.0.1 (a free port) answering with `handler`, served from a daemon
+    thread: returns (server, "http://127.0.0.1:PORT"); stop it with shutdown() and server_close()."""
+    import http.server
+    import threading
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
 def copy_index(path, tmp_path, name="copy"):
     """A private copy of a shared (session) index, to change or damage safely."""
     import shutil

@@ -7,12 +7,11 @@ import http.server
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
 
-from conftest import DEV, ROOT
+from conftest import DEV, ROOT, serve_http
 
 
 def free_port() -> int:
@@ -108,10 +107,8 @@ class Site:
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd, self.url = serve_http(Handler)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
         self.httpd.shutdown()

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from conftest import ROOT, assert_clean_error, make_video, run_cli
+from conftest import ROOT, assert_clean_error, make_video, run_cli, serve_http
 
 
 class HostileSite:
@@ -66,10 +66,7 @@ class HostileSite:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_http(Handler)
 
     def close(self):
         self.httpd.shutdown()

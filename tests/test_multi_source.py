@@ -20,7 +20,7 @@ import yaml
 from castfinder.core.errors import CastfinderError
 from castfinder.index.store import IndexStore
 
-from conftest import DEV, ROOT, clip
+from conftest import DEV, ROOT, clip, serve_http
 
 CLIPS = ["friends", "herapheri", "avenger2"]
 
@@ -197,10 +197,8 @@ class StallingServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/live.ts"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, base = serve_http(Handler)
+        self.url = f"{base}/live.ts"
 
     def release(self):
         self.release_event.set()
