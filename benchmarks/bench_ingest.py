@@ -52,7 +52,7 @@ def run_sequential(src: str, cfg, models) -> dict:
         dec = VideoDecoder(src, cfg.analysis_width)
         vid = store.catalogue.create_video(src, f"bench:{time.time()}", "bench", dec.info, {})
         seg = ShotSegmenter(dec.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s)
-        sampler, dedup = ShotSampler(cfg.sample_fps), ConsecutiveDeduplicator(cfg.dedup_similarity)
+        sampler, dedup = ShotSampler(cfg.sample_fps), ConsecutiveDeduplicator(cfg.dedup_similarity, max_gap_s=cfg.dedup_max_gap_s)
         frames = faces_n = 0
         last_t = 0.0
 
@@ -61,7 +61,7 @@ def run_sequential(src: str, cfg, models) -> dict:
             for ev in events:
                 if not isinstance(ev, FrameInShot):
                     continue
-                if not (sampler.keep(ev.shot, ev.frame.time_s) and dedup.keep(ev.shot, ev.frame.small)):
+                if not (sampler.keep(ev.shot, ev.frame.time_s) and dedup.keep(ev.shot, ev.frame.small, ev.frame.time_s)):
                     continue
                 image = ev.frame.image
                 faces = models.detector.detect([image])[0]
@@ -95,7 +95,7 @@ def stage_throughput() -> dict:
 
 
 # what the default preset was before the small-face pass, flip-averaging and the new cut detector
-BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "frame_vector_fps": 5.0, "shot_detector": "content", "shot_threshold": 20.0,
+BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "frame_vector_fps": 5.0, "dedup_max_gap_s": 0.0, "shot_detector": "content", "shot_threshold": 20.0,
           "shot_min_len_s": 0.5}
 CLIPS_360P = ["friends", "herapheri", "testvideo"]
 

@@ -32,6 +32,7 @@ class IngestConfig:
     shot_min_len_s: float = 0.5        # no cut closer than this to the previous one
     dedup: str = "consecutive"         # none | consecutive | dbscan
     dedup_similarity: float = 0.985    # consecutive: drop when similarity to last kept frame >= this
+    dedup_max_gap_s: float = 0.0       # consecutive: ... unless the shot has kept no frame for this long (0: never)
     dbscan_eps: float = 0.25           # dbscan: cosine distance between face vectors of one cluster
     face_detector: str = "mtcnn"
     min_face_px: int = 24              # smallest face side, in analysis pixels, looked for in every frame
@@ -167,6 +168,7 @@ RULES: dict[str, Rule] = {
     "ingest.shot_min_len_s": Rule(ge=0, le=3600),
     "ingest.dedup": Rule(choices=("none", "consecutive", "dbscan")),
     "ingest.dedup_similarity": FRACTION,
+    "ingest.dedup_max_gap_s": Rule(ge=0, le=3600),
     "ingest.dbscan_eps": Rule(gt=0, le=2),
     "ingest.face_detector": Rule(choices=("mtcnn",)),
     "ingest.min_face_px": Rule(ge=12, le=1024),      # MTCNN's 12 px cell: smaller means upscaling every frame

@@ -21,26 +21,32 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 class ConsecutiveDeduplicator:
     """Drops a sampled frame too similar to the last kept frame of the same shot.
-    The first frame of a shot is always kept, so no shot loses all its frames."""
+    The first frame of a shot is always kept, so no shot loses all its frames, and a shot keeps at
+    least one frame every `max_gap_s`: the 32x18 thumbnail cannot see a 15-px face, so a still wide
+    shot (an interview, a blurred backdrop) would otherwise give its faces one look in 20 seconds."""
 
-    def __init__(self, threshold: float = 0.985, enabled: bool = True):
+    def __init__(self, threshold: float = 0.985, enabled: bool = True, max_gap_s: float = 0.0):
         self.threshold = threshold
         self.enabled = enabled
+        self.max_gap_s = max_gap_s
         self.shot = None
         self.last_kept: np.ndarray | None = None
+        self.last_kept_s = 0.0
         self.dropped = 0
 
-    def keep(self, shot: int, small_bgr: np.ndarray) -> bool:
+    def keep(self, shot: int, small_bgr: np.ndarray, time_s: float | None = None) -> bool:
         if not self.enabled:
             return True
         thumb = thumbnail(small_bgr)
         if shot != self.shot or self.last_kept is None:
-            self.shot, self.last_kept = shot, thumb
+            self.shot, self.last_kept, self.last_kept_s = shot, thumb, time_s or 0.0
             return True
-        if similarity(thumb, self.last_kept) >= self.threshold:
+        overdue = (self.max_gap_s > 0 and time_s is not None
+                   and time_s - self.last_kept_s >= self.max_gap_s - 1e-6)
+        if not overdue and similarity(thumb, self.last_kept) >= self.threshold:
             self.dropped += 1
             return False
-        self.last_kept = thumb
+        self.last_kept, self.last_kept_s = thumb, time_s or 0.0
         return True
 
 

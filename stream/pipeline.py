@@ -98,22 +98,26 @@ class IngestResult:
 class SmallFacePlanner:
     """Which frames get the detector's fine (small-face) pyramid levels. Most shots of a film show faces
     big enough for the cheap levels; a wide shot or a low-resolution video shows small ones in most of
-    its frames. So every `every`-th kept frame of a shot (its first included) probes with the fine
-    levels, and a probe that finds a face below the cheap levels' size turns them on for the rest of
-    the shot. Used by the detect stage only (one thread)."""
+    its frames. So a shot's first kept frame probes with the fine levels, and so does its next kept frame
+    once `every_s` seconds have passed since the last probe; a probe that finds a face below the cheap
+    levels' size turns them on for the rest of the shot. Probes are timed in seconds, not counted in kept
+    frames: deduplication keeps few frames of a still wide shot, and counting those put its probes ~4 s
+    apart. Used by the detect stage only (one thread)."""
 
-    def __init__(self, every: int, coarse_min_px: float, enabled: bool = True):
-        self.every, self.coarse_min_px, self.enabled = every, coarse_min_px, enabled
-        self.shot, self.count, self.small_shot = None, 0, False
+    def __init__(self, every_s: float, coarse_min_px: float, enabled: bool = True):
+        self.every_s, self.coarse_min_px, self.enabled = every_s, coarse_min_px, enabled
+        self.shot, self.last_probe_s, self.small_shot = None, 0.0, False
 
-    def plan(self, shots: list[int]) -> list[bool]:
+    def plan(self, items: list[tuple[int, float]]) -> list[bool]:
+        """items: (shot, time_s) of each kept frame, in order."""
         out = []
-        for shot in shots:
+        for shot, time_s in items:
             if shot != self.shot:
-                self.shot, self.count, self.small_shot = shot, 0, False
-            fine = self.enabled and (self.small_shot or self.count % self.every == 0)
-            self.count += 1
-            out.append(fine)
+                self.shot, self.last_probe_s, self.small_shot = shot, None, False
+            probe = self.last_probe_s is None or time_s - self.last_probe_s >= self.every_s - 1e-6
+            if probe:
+                self.last_probe_s = time_s
+            out.append(self.enabled and (self.small_shot or probe))
         return out
 
     def seen(self, shots: list[int], fine: list[bool], faces: list[list]) -> None:
@@ -128,7 +132,7 @@ def detect_together(detector, parts: list) -> None:
     after a failure keeps it), and each batch gets back the faces of its own frames."""
     for job, batch in parts:
         if batch.fine is None:
-            batch.fine = job._small_faces.plan([shot for shot, _ in batch.items])
+            batch.fine = job._small_faces.plan([(shot, frame.time_s) for shot, frame in batch.items])
     images = [f.image for _, batch in parts for _, f in batch.items]
     faces = detector.detect(images, [fine for _, batch in parts for fine in batch.fine])
     at = 0
@@ -261,7 +265,8 @@ class IngestJob:
         try:
             seg = ShotSegmenter(self.info.fps, cfg.shot_detector, cfg.shot_threshold, cfg.shot_min_len_s, first_shot)
             sampler = ShotSampler(cfg.sample_fps)
-            dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive")
+            dedup = ConsecutiveDeduplicator(cfg.dedup_similarity, enabled=cfg.dedup == "consecutive",
+                                            max_gap_s=cfg.dedup_max_gap_s)
         except BaseException as exc:  # the stages and the writer wait for END: never leave them hanging
             self.error, self.dropped = exc, 0
             out.put(END)
@@ -302,7 +307,7 @@ class IngestJob:
                     if sampler.keep(ev.shot, ev.frame.time_s):
                         M.FRAMES_SAMPLED.labels(label).inc()
                         self.sampled += 1
-                        if dedup.keep(ev.shot, ev.frame.small):
+                        if dedup.keep(ev.shot, ev.frame.small, ev.frame.time_s):
                             ev.frame.image  # convert now, in this thread, while the decoder frame is alive
                             pending.append((ev.shot, ev.frame))
                             pending_fv.append(frame_vec_plan is None or frame_vec_plan.keep(ev.shot, ev.frame.time_s))
@@ -414,7 +419,9 @@ class IngestJob:
             return self.result
         start_s, first_shot = plan
         self.sampled = self.dropped = self.vectors = 0
-        self._small_faces = SmallFacePlanner(self.cfg.small_face_probe_every, self.models.detector.min_face_px,
+        # small_face_probe_every counts sampled frames: 5 at 5 fps is a probe a second
+        self._small_faces = SmallFacePlanner(self.cfg.small_face_probe_every / self.cfg.sample_fps,
+                                             self.models.detector.min_face_px,
                                              enabled=self.models.detector.small_face_px < self.models.detector.min_face_px)
         self.status = "ingesting"
         self.batch_size, self.queue_size = self.cfg.batching(self.models.detector.device.type)

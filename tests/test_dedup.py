@@ -22,6 +22,14 @@ def test_consecutive_drops_repeats_but_keeps_first_of_each_shot():
     assert ConsecutiveDeduplicator(enabled=False).keep(0, still)
 
 
+def test_a_still_shot_keeps_a_frame_every_max_gap():
+    d = ConsecutiveDeduplicator(0.985, max_gap_s=1.0)
+    still = np.full((88, 160, 3), 100, np.uint8)
+    kept = [t / 5 for t in range(16) if d.keep(0, still, t / 5)]
+    assert kept == [0.0, 1.0, 2.0, 3.0]
+    assert d.keep(1, still, 3.2) and not d.keep(1, still, 3.4)  # the gap restarts with each shot
+
+
 def test_dbscan_keeps_best_face_per_cluster():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(16), rng.standard_normal(16)

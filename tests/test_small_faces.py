@@ -58,19 +58,20 @@ def test_a_marked_frame_gets_the_fine_levels_alone(models, wide_frames):
 
 def test_planner_probes_then_keeps_the_fine_levels_for_a_shot_with_small_faces(models, wide_frames):
     det = models.detector
-    planner = SmallFacePlanner(every=5, coarse_min_px=det.min_face_px)
+    planner = SmallFacePlanner(every_s=1.0, coarse_min_px=det.min_face_px)
     # shot 0: the frames with small faces; shot 1: the same frames, but the probe finds nothing
-    shots = [0] * 6 + [1] * 6
-    plan = planner.plan(shots[:1])
+    plan = planner.plan([(0, 0.0)])
     assert plan == [True]  # the first frame of a shot probes
     small_frame = next(im for im in wide_frames if any(f.size < det.min_face_px
                                                         for f in det.detect([im], [True])[0]))
-    planner.seen(shots[:1], plan, det.detect([small_frame], plan))
-    assert planner.plan([0] * 5) == [True] * 5  # small faces seen: fine for the rest of the shot
+    planner.seen([0], plan, det.detect([small_frame], plan))
+    assert planner.plan([(0, t / 5) for t in range(1, 6)]) == [True] * 5  # small faces seen: fine for the rest
     blank = np.zeros_like(small_frame)
-    plan = planner.plan([1])
+    plan = planner.plan([(1, 10.0)])
     planner.seen([1], plan, det.detect([blank], plan))
-    assert plan == [True] and planner.plan([1] * 5) == [False, False, False, False, True]  # probes every 5th
+    # nothing small: a probe a second, timed on the frames' clock, however few frames deduplication kept
+    assert plan == [True] and planner.plan([(1, 10.0 + t / 5) for t in range(1, 6)]) == [False] * 4 + [True]
+    assert planner.plan([(1, 11.6), (1, 13.4), (1, 13.6), (1, 14.4)]) == [False, True, False, True]
 
 
 def tight_crops(detector, shrink=0.12):
