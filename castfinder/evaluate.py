@@ -227,6 +227,8 @@ class Evaluator:
         for dedup in ("none", "consecutive", "dbscan"):
             if dedup != base.ingest.dedup:
                 rows.append((f"dedup: {dedup}", {"dedup": dedup}, {}))
+        if base.ingest.dedup == "consecutive" and base.ingest.dedup_max_gap_s > 0:
+            rows.append(("dedup: no frame-a-second floor (a still shot may keep one frame)", {"dedup_max_gap_s": 0.0}, {}))
         rows.append(("fusion: none (one photo per query, mean AP)", {}, {"photos_per_query": 1}))
         for fusion in ("max", "frequency", "rrf"):
             if fusion != base.query.fusion:

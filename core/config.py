@@ -37,8 +37,9 @@ class IngestConfig:
     face_detector: str = "mtcnn"
     min_face_px: int = 24              # smallest face side, in analysis pixels, looked for in every frame
     # smaller faces (wide shots, low-resolution video) down to small_face_px are looked for only in shots that
-    # have them: the fine pyramid levels cost ~2x the rest, so every Nth kept frame of a shot probes for them,
-    # and a probe that finds one turns the fine levels on for the rest of that shot (0 = never)
+    # have them: the fine pyramid levels cost ~2x the rest, so a shot's first kept frame probes for them, then
+    # one every N sampled frames' time (N / sample_fps seconds, however many frames dedup dropped), and a probe
+    # that finds one turns the fine levels on for the rest of that shot (small_face_px 0 = never)
     small_face_px: int = 12
     small_face_probe_every: int = 5
     min_face_prob: float = 0.9

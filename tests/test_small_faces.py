@@ -129,3 +129,30 @@ def test_flip_averaged_vectors_do_not_care_which_way_a_face_looks(models, wide_f
     assert np.allclose(a, b, atol=1e-4)  # a face and its mirror image get one vector
     p, q = plain.embed_chips(chips), plain.embed_chips(mirrored)
     assert float(np.min(np.sum(p * q, 1))) < 0.999  # without flipping they differ
+
+
+def test_a_still_wide_shot_keeps_a_frame_a_second(models, ingest_cfg):
+    """devhard/wide's last shot: 20 s of an interview shrunk onto a blurred backdrop. The 32x18 thumbnail
+    deduplication compares barely changes, so without the one-frame-a-second floor it kept a single frame
+    of the shot (one chance for its ~35-px faces); with it, they get a look every second."""
+    from castfinder.stream.dedup import ConsecutiveDeduplicator
+    from castfinder.stream.sampling import ShotSampler
+
+    assert ingest_cfg.dedup_max_gap_s == 1.0
+    kept = {0.0: [], 1.0: []}
+    dedups = {gap: ConsecutiveDeduplicator(ingest_cfg.dedup_similarity, max_gap_s=gap) for gap in kept}
+    sampler = ShotSampler(ingest_cfg.sample_fps)
+    dec = VideoDecoder(str(WIDE), 640)
+    for f in dec.frames(99.2):  # the shot runs 99.0-119.0 s
+        if sampler.keep(0, f.time_s):
+            for gap, d in dedups.items():
+                if d.keep(0, f.small, f.time_s):
+                    kept[gap].append(f.image.copy())
+        f.release()
+    dec.close()
+    print({gap: len(frames) for gap, frames in kept.items()})
+    assert len(kept[0.0]) <= 3 and len(kept[1.0]) >= 19
+    det = models.detector
+    with_faces = [faces for faces in det.detect(kept[1.0], [True] * len(kept[1.0])) if faces]
+    print(f"{len(with_faces)} of {len(kept[1.0])} kept frames show a face")
+    assert len(with_faces) >= 15
