@@ -26,7 +26,7 @@ KS = (1, 5, 10, 20)
 INDEX_FIELDS = ("analysis_width", "sample_fps", "shot_detector", "shot_threshold", "shot_min_len_s", "dedup",
                 "dedup_similarity", "dedup_max_gap_s", "dbscan_eps", "min_face_px", "min_face_prob", "mtcnn_thresholds",
                 "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip",
-                "face_context", "frame_vector_fps")
+                "face_context", "frame_vector_fps", "small_face_full_probes")
 
 
 class Clip:
@@ -235,7 +235,10 @@ class Evaluator:
                 rows.append((f"fusion: {fusion}", {}, {"fusion": fusion}))
         # the identity pieces (issue 13), each switched off alone
         rows.append(("small faces: off (no fine pyramid levels)", {"small_face_px": 0}, {}))
-        rows.append(("small faces: fine levels on every frame (no probing)", {"small_face_probe_every": 1}, {}))
+        rows.append(("small faces: fine levels on every frame (no probing)", {"small_face_probe_every": 1,
+                                                                               "small_face_full_probes": True}, {}))
+        rows.append(("small faces: probes with every fine level, once a second (before)",
+                     {"small_face_full_probes": True, "small_face_probe_every": 5}, {}))
         rows.append(("flip-averaged face vectors: off", {"face_flip": False}, {}))
         rows.append(("cut detector: content only, 0.5 s shots (before)",
                      {"shot_detector": "content", "shot_threshold": 20.0, "shot_min_len_s": 0.5}, {}))

@@ -42,6 +42,7 @@ class IngestConfig:
     # that finds one turns the fine levels on for the rest of that shot (small_face_px 0 = never)
     small_face_px: int = 12
     small_face_probe_every: int = 5
+    small_face_full_probes: bool = True  # false: probes skip the largest fine level (faces ~12-17 px), 1/3 the cost
     min_face_prob: float = 0.9
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])

@@ -25,11 +25,12 @@ class FaceDetector(ABC):
     name: str
 
     @abstractmethod
-    def detect(self, images: list[np.ndarray], fine: list[bool] | None = None, thresholds: tuple | None = None,
+    def detect(self, images: list[np.ndarray], fine: list | None = None, thresholds: tuple | None = None,
                min_prob: float | None = None) -> list[list[Face]]:
-        """One list of faces per RGB uint8 image; images of one batch share a size. fine[i]: also look
-        for the small faces the detector skips by default in image i; thresholds / min_prob: stricter or
-        more lenient than the detector's own, for this call only."""
+        """One list of faces per RGB uint8 image; images of one batch share a size. fine[i]: True: also
+        look for the small faces the detector skips by default in image i; "probe": a cheaper look for
+        them, enough to tell whether an image shows any; thresholds / min_prob: stricter or more lenient
+        than the detector's own, for this call only."""
 
 
 class Embedder(ABC):

@@ -119,15 +119,19 @@ class MTCNNDetector(FaceDetector):
         level = np.stack([cv2.resize(im, (sw, sh), interpolation=cv2.INTER_AREA) for im in images])
         return self._tensor(level)
 
-    def _stage1(self, images: list[np.ndarray], full: torch.Tensor, fine: list[int], th: tuple) -> tuple[np.ndarray, np.ndarray]:
+    def _stage1(self, images: list[np.ndarray], full: torch.Tensor, fine: list[int], th: tuple,
+                probe: list[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         """P-Net over the pyramid; images of one call share a size, so each level is one batch.
-        The fine levels run only on the images listed in `fine`."""
+        The fine levels run only on the images listed in `fine`; the images in `probe` get all of them
+        but the largest (the costliest by far: it is the whole frame at full size)."""
         h, w = images[0].shape[:2]
         all_boxes, all_ids = [], []
         levels = [(s, None) for s in self._scales(h, w)]
-        if fine:
-            sel = np.asarray(fine)
-            levels = [(s, sel) for s in self._fine_scales(h, w)] + levels
+        fine_scales = self._fine_scales(h, w)
+        for k, scale in reversed(list(enumerate(fine_scales))):
+            rows = sorted(set(fine) | (set(probe) if k > 0 else set()))
+            if rows:
+                levels.insert(0, (scale, np.asarray(rows)))
         for scale, sel in levels:
             sw, sh = int(w * scale + 1), int(h * scale + 1)
             if sel is None:
@@ -169,11 +173,12 @@ class MTCNNDetector(FaceDetector):
         return crops.contiguous(memory_format=self._fmt)
 
     @torch.inference_mode()
-    def _detect_same_size(self, images: list[np.ndarray], fine: list[int], th: tuple, min_prob: float) -> list[list[Face]]:
+    def _detect_same_size(self, images: list[np.ndarray], fine: list[int], th: tuple, min_prob: float,
+                          probe: list[int] = ()) -> list[list[Face]]:
         full = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float()
         full = ((full - 127.5) * 0.0078125).contiguous()
-        boxes, ids = self._stage1(images, full, fine, th)
-        fine_set = set(fine)
+        boxes, ids = self._stage1(images, full, fine, th, probe)
+        fine_set = set(fine) | set(probe)
         result: list[list[Face]] = [[] for _ in images]
         if len(boxes) == 0:
             return result
@@ -210,10 +215,12 @@ class MTCNNDetector(FaceDetector):
                     result[i].append(face)
         return result
 
-    def detect(self, images: list[np.ndarray], fine: list[bool] | None = None, thresholds: tuple | None = None,
+    def detect(self, images: list[np.ndarray], fine: list | None = None, thresholds: tuple | None = None,
                min_prob: float | None = None) -> list[list[Face]]:
-        """fine[i]: also look for faces down to small_face_px in image i (None: in none of them).
-        thresholds / min_prob override the detector's own for this call (query photos are read leniently)."""
+        """fine[i]: True: also look for faces down to small_face_px in image i; "probe": the same without
+        the largest pyramid level (a third of the cost; faces from ~17 px up are found, enough to tell that
+        a shot shows small faces); False / None: not. thresholds / min_prob override the detector's own for
+        this call (query photos are read leniently)."""
         th = tuple(thresholds or self.thresholds)
         min_prob = self.min_prob if min_prob is None else min_prob
         if not images:
@@ -224,7 +231,8 @@ class MTCNNDetector(FaceDetector):
             by_shape.setdefault(im.shape, []).append(i)
         out: list[list[Face]] = [[] for _ in images]
         for idx in by_shape.values():
-            sub_fine = [k for k, i in enumerate(idx) if fine[i]]
-            for i, faces in zip(idx, self._detect_same_size([images[i] for i in idx], sub_fine, th, min_prob)):
+            sub_probe = [k for k, i in enumerate(idx) if isinstance(fine[i], str) and fine[i] == "probe"]
+            sub_fine = [k for k, i in enumerate(idx) if not isinstance(fine[i], str) and fine[i]]
+            for i, faces in zip(idx, self._detect_same_size([images[i] for i in idx], sub_fine, th, min_prob, sub_probe)):
                 out[i] = faces
         return out

@@ -102,14 +102,18 @@ class SmallFacePlanner:
     once `every_s` seconds have passed since the last probe; a probe that finds a face below the cheap
     levels' size turns them on for the rest of the shot. Probes are timed in seconds, not counted in kept
     frames: deduplication keeps few frames of a still wide shot, and counting those put its probes ~4 s
-    apart. Used by the detect stage only (one thread)."""
+    apart. With full_probes off a probe skips the largest fine level (the whole frame at full size, twice
+    the rest of the fine levels): it still finds faces from ~12 px, as it only has to tell that the shot
+    shows small faces, so probes can come more often for the same time. Used by the detect stage only."""
 
-    def __init__(self, every_s: float, coarse_min_px: float, enabled: bool = True):
+    def __init__(self, every_s: float, coarse_min_px: float, enabled: bool = True, full_probes: bool = True):
         self.every_s, self.coarse_min_px, self.enabled = every_s, coarse_min_px, enabled
+        self.probe_mode = True if full_probes else "probe"
         self.shot, self.last_probe_s, self.small_shot = None, 0.0, False
 
-    def plan(self, items: list[tuple[int, float]]) -> list[bool]:
-        """items: (shot, time_s) of each kept frame, in order."""
+    def plan(self, items: list[tuple[int, float]]) -> list:
+        """items: (shot, time_s) of each kept frame, in order. Per frame, the detector's `fine` flag:
+        True (all fine levels), "probe" (all but the largest) or False."""
         out = []
         for shot, time_s in items:
             if shot != self.shot:
@@ -117,10 +121,10 @@ class SmallFacePlanner:
             probe = self.last_probe_s is None or time_s - self.last_probe_s >= self.every_s - 1e-6
             if probe:
                 self.last_probe_s = time_s
-            out.append(self.enabled and (self.small_shot or probe))
+            out.append(self.enabled and (True if self.small_shot else self.probe_mode if probe else False))
         return out
 
-    def seen(self, shots: list[int], fine: list[bool], faces: list[list]) -> None:
+    def seen(self, shots: list[int], fine: list, faces: list[list]) -> None:
         for shot, f, found in zip(shots, fine, faces):
             if f and shot == self.shot and any(face.size < self.coarse_min_px for face in found):
                 self.small_shot = True
@@ -422,7 +426,8 @@ class IngestJob:
         # small_face_probe_every counts sampled frames: 5 at 5 fps is a probe a second
         self._small_faces = SmallFacePlanner(self.cfg.small_face_probe_every / self.cfg.sample_fps,
                                              self.models.detector.min_face_px,
-                                             enabled=self.models.detector.small_face_px < self.models.detector.min_face_px)
+                                             enabled=self.models.detector.small_face_px < self.models.detector.min_face_px,
+                                             full_probes=self.cfg.small_face_full_probes)
         self.status = "ingesting"
         self.batch_size, self.queue_size = self.cfg.batching(self.models.detector.device.type)
         self._indexed_until, self._shot_buffer = start_s, []

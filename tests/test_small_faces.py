@@ -56,6 +56,31 @@ def test_a_marked_frame_gets_the_fine_levels_alone(models, wide_frames):
         assert len(mixed[i]) == len(want), i
 
 
+def test_a_cheap_probe_tells_the_same_frames_apart(models, wide_frames):
+    """A probe without the largest fine level (a third of the fine levels' cost) still finds a face under
+    the coarse size wherever all the fine levels do: all a probe has to tell is that a shot shows one."""
+    det = models.detector
+    full = det.detect(wide_frames, [True] * len(wide_frames))
+    probe = det.detect(wide_frames, ["probe"] * len(wide_frames))
+    small = [i for i, faces in enumerate(full) if any(f.size < det.min_face_px for f in faces)]
+    found = [i for i in small if any(f.size < det.min_face_px for f in probe[i])]
+    print(f"{len(small)} frames with small faces, the cheap probe finds them in {len(found)};"
+          f" faces {sum(map(len, full))} full, {sum(map(len, probe))} probe")
+    assert len(small) >= 10 and len(found) >= 0.9 * len(small)
+    assert min(f.size for faces in probe for f in faces) < 16
+
+
+def test_cheap_probes_then_all_fine_levels(models, wide_frames):
+    det = models.detector
+    planner = SmallFacePlanner(every_s=0.4, coarse_min_px=det.min_face_px, full_probes=False)
+    plan = planner.plan([(0, 0.0), (0, 0.2), (0, 0.4)])
+    assert plan == ["probe", False, "probe"]
+    small_frame = next(im for im in wide_frames if any(f.size < det.min_face_px
+                                                        for f in det.detect([im], ["probe"])[0]))
+    planner.seen([0], ["probe"], det.detect([small_frame], ["probe"]))
+    assert planner.plan([(0, 0.6), (0, 0.8)]) == [True, True]  # a small face seen: every fine level from now
+
+
 def test_planner_probes_then_keeps_the_fine_levels_for_a_shot_with_small_faces(models, wide_frames):
     det = models.detector
     planner = SmallFacePlanner(every_s=1.0, coarse_min_px=det.min_face_px)
