@@ -26,7 +26,7 @@ KS = (1, 5, 10, 20)
 INDEX_FIELDS = ("analysis_width", "sample_fps", "shot_detector", "shot_threshold", "shot_min_len_s", "dedup",
                 "dedup_similarity", "dedup_max_gap_s", "dbscan_eps", "min_face_px", "min_face_prob", "mtcnn_thresholds",
                 "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip",
-                "face_context", "frame_vector_fps", "small_face_full_probes")
+                "face_context", "frame_vector_fps", "small_face_full_probes", "face_chip_width")
 
 
 class Clip:

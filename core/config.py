@@ -47,6 +47,7 @@ class IngestConfig:
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     face_flip: bool = True             # a face's vector is the mean of it and its mirror image (steadier)
+    face_chip_width: int = 1920        # faces are embedded from the source's pixels, up to this wide (0: analysis image)
     frame_vector_fps: float = 5.0      # frame-embedder vectors per second of a shot (faces keep sample_fps)
     face_context: bool = True          # keep each face's hair/clothes colours (query.context_weight re-ranks by them)
     frame_embedders: list[str] = field(default_factory=lambda: ["effnet-lite0"])
@@ -177,6 +178,7 @@ RULES: dict[str, Rule] = {
     "ingest.min_face_prob": FRACTION,
     "ingest.small_face_px": Rule(ge=0, le=4096),
     "ingest.small_face_probe_every": Rule(ge=1, le=100_000),
+    "ingest.face_chip_width": Rule(ge=0, le=7680),
     "ingest.frame_vector_fps": Rule(gt=0, le=1000),
     "ingest.mtcnn_thresholds": Rule(gt=0, le=1, length=3),
     "ingest.face_embedders": Rule(choices=_face_embedders),

@@ -47,10 +47,11 @@ class VideoFrame:
     """One decoded frame. `small` (BGR, for shot detection) is always made; the analysis-size
     RGB image only when a later stage asks for it, since most frames are never sampled."""
 
-    __slots__ = ("index", "time_s", "small", "decoded_at", "_av", "_size", "_rgb")
+    __slots__ = ("index", "time_s", "small", "decoded_at", "_av", "_size", "_rgb", "_chip_size", "_chip_rgb")
 
     def __init__(self, index: int, time_s: float, small: np.ndarray, av_frame=None,
-                 size: tuple[int, int] | None = None, rgb: np.ndarray | None = None):
+                 size: tuple[int, int] | None = None, rgb: np.ndarray | None = None,
+                 chip_size: tuple[int, int] | None = None):
         self.index = index          # frame number in display order from the stream start
         self.time_s = time_s        # presentation time in seconds from the stream start
         self.small = small
@@ -58,15 +59,31 @@ class VideoFrame:
         self._av = av_frame
         self._size = size
         self._rgb = rgb
+        self._chip_size = chip_size  # a larger picture to cut face chips from (None: the analysis image)
+        self._chip_rgb = None
 
     @property
     def image(self) -> np.ndarray:
-        """H x W x 3 uint8 RGB at analysis size (converted once, then the decoder frame is freed)."""
+        """H x W x 3 uint8 RGB at analysis size (converted once, then the decoder frame is freed;
+        the picture face chips are cut from is converted with it)."""
         if self._rgb is None:
             w, h = self._size
             self._rgb = self._av.to_ndarray(width=w, height=h, format="rgb24")
+            if self._chip_size is not None:
+                cw, ch = self._chip_size
+                self._chip_rgb = self._av.to_ndarray(width=cw, height=ch, format="rgb24")
             self._av = None
         return self._rgb
+
+    @property
+    def chip_image(self) -> tuple[np.ndarray, float]:
+        """(RGB picture to cut face chips from, its scale over the analysis image): the source's own
+        pixels when it is larger than the analysis size, so a face 20 px wide there is embedded from
+        the 40-60 px the film really has."""
+        image = self.image
+        if self._chip_rgb is None:
+            return image, 1.0
+        return self._chip_rgb, self._chip_rgb.shape[1] / image.shape[1]
 
     def release(self) -> None:
         """Drop the decoder frame of a frame that will not be sampled."""
@@ -130,8 +147,11 @@ class VideoDecoder:
     """Opens a source and yields VideoFrame objects; `stop()` ends the stream from another thread."""
 
     def __init__(self, source: str, analysis_width: int = 640, open_timeout_s: float = 10.0,
-                 max_height: int | None = None, gpu: bool = True, url_policy: UrlPolicy | None = None):
+                 max_height: int | None = None, gpu: bool = True, url_policy: UrlPolicy | None = None,
+                 chip_width: int = 0):
         """gpu: decode on a CUDA GPU when there is one (stream/gpu_decode.py); False: on the CPU.
+        chip_width: a sampled frame also keeps a picture up to this wide (at most the source's own
+        size) to cut face chips from, when the source is at least 1.25x the analysis size (0: never).
         url_policy: a URL source, and every URL it leads to, must be under its prefixes
         (SourceForbiddenError otherwise, before anything outside is asked for)."""
         self.source = source
@@ -208,6 +228,11 @@ class VideoDecoder:
         self.width, self.height = _even(ctx.width * scale), _even(ctx.height * scale)
         self.info = SourceInfo(source, self.is_live, None if self.is_live else duration, fps,
                                self.width, self.height, ctx.width, ctx.height)
+        self.chip_size = None
+        # the analysis picture enlarged by up to chip_width / analysis_width, never past the source's size
+        k = min(chip_width / analysis_width, ctx.width / self.width, ctx.height / self.height) if chip_width else 0.0
+        if k >= 1.25:
+            self.chip_size = (_even(self.width * k), _even(self.height * k))
         self._start_pts = self.stream.start_time or 0
         # small frame: SMALL_WIDTH wide, height a multiple of 4 (I420 layout needs it)
         # (at most 4x as high as wide: cuts do not need a tall picture, and memory stays bounded)
@@ -306,7 +331,7 @@ class VideoDecoder:
                 last_time = t
                 self.stats.frames += 1
                 self.stats.last_time_s = t
-                yield VideoFrame(index, t, small, frame, (self.width, self.height))
+                yield VideoFrame(index, t, small, frame, (self.width, self.height), chip_size=self.chip_size)
                 index += 1
         if self._guard is not None and self._guard.refused:
             raise self._policy.refusal()

@@ -17,6 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -147,6 +148,11 @@ def detect_together(detector, parts: list) -> None:
         M.FACES_DETECTED.labels(job.label).inc(sum(len(f) for f in batch.faces))
 
 
+def scaled_face(face, k: float):
+    """The face's box and landmarks on a picture k times the analysis image's size."""
+    return dataclasses.replace(face, box=face.box * k, landmarks=face.landmarks * k)
+
+
 def embed_together(models: "Models", batches: list) -> None:
     """Frame and face vectors for the frames of `batches` (of one source or several) in one call per
     embedder; each batch gets the records of its own frames."""
@@ -160,7 +166,13 @@ def embed_together(models: "Models", batches: list) -> None:
     wants = [w for batch in batches for w in (batch.frame_vec or [True] * len(batch.items))]
     # the frames that get frame vectors, in order: each takes the next one
     frame_vecs = {e.name: iter(e.embed_frames([im for im, w in zip(images, wants) if w])) for e in models.frame}
-    face_vecs = {e.name: e.embed_batch(list(zip(images, faces))) for e in models.face}
+    # faces are found on the analysis image but embedded from the source's own pixels where it has more
+    chip_items = []
+    for batch in batches:
+        for (_, frame), found in zip(batch.items, batch.faces):
+            picture, k = frame.chip_image
+            chip_items.append((picture, found if k == 1.0 else [scaled_face(f, k) for f in found]))
+    face_vecs = {e.name: e.embed_batch(chip_items) for e in models.face}
     i = 0
     for batch in batches:
         for (shot, frame), found in zip(batch.items, batch.faces):
@@ -206,7 +218,8 @@ class IngestJob:
         self.stop_event = threading.Event()
         # bad input fails here, before any write
         self.decoder = VideoDecoder(source, cfg.analysis_width, max_height=cfg.analysis_max_height,
-                                    gpu=cfg.device != "cpu", url_policy=url_policy)  # on a CUDA GPU when there is one
+                                    gpu=cfg.device != "cpu", url_policy=url_policy,  # on a CUDA GPU when there is one
+                                    chip_width=cfg.face_chip_width)
         self.info = self.decoder.info
         self.video_id: int | None = None
         self.label = "0"
