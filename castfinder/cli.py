@@ -7,22 +7,19 @@ import json
 import logging
 import math
 import os
-import signal
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 
 from .core.config import load_config
 from .core.errors import CastfinderError, InputError
 from .core.paths import writable_dir
+from .cli_common import config_from_args, interrupt_on_signals, print_shots, stop_on_signals
 from .timefmt import hms
 
 log = logging.getLogger("castfinder")
 
 MAX_ID = 2**63 - 1      # SQLite integers: a larger id cannot exist (and would overflow the query)
-INTERRUPTED = threading.Event()  # set by the first Ctrl-C/SIGTERM, even one a library swallowed (PyAV opening a URL)
-STOP_GRACE_S = float(os.environ.get("CASTFINDER_STOP_GRACE_S", "15"))  # Ctrl-C/SIGTERM: flush this long at most
 
 
 # --- option values, checked while parsing (before any work) -----------------------------------------
@@ -109,18 +106,12 @@ def _progress_bar(job):
     return bar, update
 
 
-def _config_from_args(args):
-    """The preset, with --weights-dir and --device (where the command has them) applied."""
-    overrides = {k: v for k in ("weights_dir", "device") if (v := getattr(args, k, None))}
-    return load_config(args.config, {"ingest": overrides})
-
-
 def cmd_ingest(args) -> int:
     if args.ray is not None and args.allow_url_prefix:
         raise InputError("--allow-url-prefix is not supported with --ray yet: ingest URL sources without --ray")
     if args.ray is not None:  # across a Ray cluster, into a sharded index
         from .ray_ingest import cmd_ray_ingest
-        return cmd_ray_ingest(args, _config_from_args(args))
+        return cmd_ray_ingest(args, config_from_args(args))
     from castfinder.stream.metrics import start_metrics_server
 
     from .api import open_index
@@ -128,7 +119,7 @@ def cmd_ingest(args) -> int:
     if len(args.source) > 1:
         from .cli_many import cmd_ingest_many
         return cmd_ingest_many(args)
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
     with open_index(args.index, cfg, writable=True, url_prefixes=args.allow_url_prefix) as idx:
@@ -136,7 +127,7 @@ def cmd_ingest(args) -> int:
         run = idx.start_ingest(args.source[0], force=args.force, start=False)
         bar, update = _progress_bar(run.job)
         run.job.progress = update
-        _stop_on_signals(run.job)  # installed before it runs: a signal always stops it cleanly
+        stop_on_signals(run.job)  # installed before it runs: a signal always stops it cleanly
         summary = run.start().wait()
         bar.close()
     result = run.job.result
@@ -156,54 +147,15 @@ def cmd_ingest(args) -> int:
             print(f"  warning: {result.warning}")
     if args.show_shots and not args.json:
         with open_index(args.index) as idx:
-            _print_shots(idx, result.video_id)
+            print_shots(idx, result.video_id)
     return 0
-
-
-def _stop_on_signals(job) -> None:
-    """Ctrl-C/SIGTERM: close the current shot, flush and save. If that has not ended the process
-    within STOP_GRACE_S (a stage stuck on a source or a model), or a second signal comes, leave at
-    once: the catalogue is committed batch by batch, so the next run resumes from the last closed shot."""
-    stopping = threading.Event()
-
-    def force_exit(why: str) -> None:
-        print(f"\ncastfinder: {why}; exiting now (the next ingest resumes from the last closed shot)",
-              file=sys.stderr, flush=True)
-        os._exit(130)
-
-    def on_signal(signum, frame):
-        if stopping.is_set():
-            force_exit("second signal")
-        stopping.set()
-        print("\nstopping: saving the closed shots" + (", closing the current one..." if job.info.is_live else
-                                                       " (the next run redoes the open one)..."), file=sys.stderr, flush=True)
-        timer = threading.Timer(STOP_GRACE_S, force_exit, args=(f"not stopped after {STOP_GRACE_S:g} s",))
-        timer.daemon = True
-        timer.start()
-        job.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-
-def _print_shots(idx, video_id: int, as_json: bool = False) -> None:
-    shots = idx.shots(video_id)
-    if as_json:
-        print(json.dumps(shots, indent=1))
-        return
-    row = idx.video(video_id)
-    print(f"video {video_id}: {row['name']} ({row['status']})")
-    print(f"{'shot':>5}  {'start':>12}  {'end':>12}  {'frames':>6}  {'faces':>5}")
-    for s in shots:
-        print(f"{s['shot']:>5}  {hms(s['start_s'])}  {hms(s['end_s'])}  {s['frames']:>6}  {s['faces']:>5}"
-              + ("" if s["closed"] else "  (open)"))
 
 
 def cmd_shots(args) -> int:
     from .api import open_index
 
     with open_index(args.index) as idx:
-        _print_shots(idx, args.video, args.json)
+        print_shots(idx, args.video, args.json)
     return 0
 
 
@@ -224,7 +176,7 @@ def cmd_videos(args) -> int:
 def cmd_query(args) -> int:
     from .api import open_index
 
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     if args.thumbnails:
         writable_dir(args.thumbnails, "--thumbnails")
     with open_index(args.index, cfg) as idx:
@@ -249,7 +201,7 @@ def cmd_query(args) -> int:
 def cmd_serve(args) -> int:
     from .service import serve
 
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     token = args.token if args.token is not None else os.environ.get("CASTFINDER_TOKEN")
     if token is not None and not token.strip():
         raise InputError("--token / CASTFINDER_TOKEN is empty: give a token, or leave it out for no authentication")
@@ -447,35 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt_on_signals() -> None:
-    """Every command: Ctrl-C or SIGTERM interrupts it (KeyboardInterrupt, its clean-up runs), and if the
-    clean-up has not ended the process within STOP_GRACE_S, it ends anyway. `ingest` replaces this with
-    its own stop once its job runs; `serve` with uvicorn's."""
-    armed = INTERRUPTED
-
-    def on_signal(signum, frame):
-        if not armed.is_set():
-            armed.set()
-
-            def force_exit():
-                print(f"\ncastfinder: not stopped after {STOP_GRACE_S:g} s; exiting now", file=sys.stderr, flush=True)
-                os._exit(130)
-            timer = threading.Timer(STOP_GRACE_S, force_exit)
-            timer.daemon = True
-            timer.start()
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("libav").setLevel(logging.ERROR)
-    _interrupt_on_signals()
+    interrupt_on_signals()
     try:
         return args.func(args)
     except CastfinderError as exc:

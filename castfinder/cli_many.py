@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .cli_common import INTERRUPTED, config_from_args, print_shots, stop_on_signals
 from .timefmt import hms
 
 
@@ -100,10 +101,9 @@ def cmd_ingest_many(args) -> int:
     from castfinder.stream.metrics import start_metrics_server
 
     from .api import open_index
-    from .cli import INTERRUPTED, _config_from_args, _print_shots, _stop_on_signals
     from .multi_ingest import record
 
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     if args.metrics_port:
         start_metrics_server(args.metrics_port, args.metrics_host)
     with open_index(args.index, cfg, writable=True, url_prefixes=args.allow_url_prefix) as idx:
@@ -116,7 +116,7 @@ def cmd_ingest_many(args) -> int:
             bars.close()
             raise KeyboardInterrupt
         if jobs:
-            _stop_on_signals(_AllJobs(jobs))  # Ctrl-C: every source saves its closed shots
+            stop_on_signals(_AllJobs(jobs))  # Ctrl-C: every source saves its closed shots
         for run in runs:
             if run.job is not None:
                 bars.total(run.source, run.job.info.duration_s)
@@ -144,7 +144,7 @@ def cmd_ingest_many(args) -> int:
         with open_index(args.index) as idx:
             for doc in docs:
                 if doc.get("video") is not None:
-                    _print_shots(idx, doc["video"])
+                    print_shots(idx, doc["video"])
     for doc in failed:  # last: the error lines end the output
         print(_error_line(doc), file=sys.stderr)
     return max((d.get("exit_code", 1) for d in failed), default=0)
