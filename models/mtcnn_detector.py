@@ -126,12 +126,13 @@ class MTCNNDetector(FaceDetector):
         but the largest (the costliest by far: it is the whole frame at full size)."""
         h, w = images[0].shape[:2]
         all_boxes, all_ids = [], []
-        levels = [(s, None) for s in self._scales(h, w)]
-        fine_scales = self._fine_scales(h, w)
-        for k, scale in reversed(list(enumerate(fine_scales))):
+        # fine levels first, largest first; each runs on the images that asked for it
+        levels = []
+        for k, scale in enumerate(self._fine_scales(h, w)):
             rows = sorted(set(fine) | (set(probe) if k > 0 else set()))
             if rows:
-                levels.insert(0, (scale, np.asarray(rows)))
+                levels.append((scale, np.asarray(rows)))
+        levels += [(s, None) for s in self._scales(h, w)]
         for scale, sel in levels:
             sw, sh = int(w * scale + 1), int(h * scale + 1)
             if sel is None:

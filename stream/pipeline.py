@@ -17,8 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -150,7 +149,7 @@ def detect_together(detector, parts: list) -> None:
 
 def scaled_face(face, k: float):
     """The face's box and landmarks on a picture k times the analysis image's size."""
-    return dataclasses.replace(face, box=face.box * k, landmarks=face.landmarks * k)
+    return replace(face, box=face.box * k, landmarks=face.landmarks * k)
 
 
 def embed_together(models: "Models", batches: list) -> None:
