@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Callable
 
 from .core.errors import CastfinderError, InputError
@@ -66,27 +67,61 @@ def _sources(sources) -> list[str]:
 
 def start_many(index, sources, force: bool = False,
                progress: Callable[[dict], Any] | None = None) -> list:
-    """Open each source and start it on the index's shared stages (each as soon as it is open: a live
-    source slow to answer does not delay the files before it). Returns one handle per source, in order:
-    an api.Ingest, or a NotOpened for a source that could not be opened. progress(dict) gets each
-    source's progress with its "source" added."""
+    """Open every source at once, each in its own thread, and start each on the index's shared stages
+    as soon as it is open: a URL slow to answer (up to its open timeout) delays no other source, before
+    or after it in the list. Returns one handle per source, in order: an api.Ingest, or a NotOpened for
+    a source that could not be opened. Video ids follow the order the sources opened in. progress(dict)
+    gets each source's progress with its "source" added."""
     sources = _sources(sources)
     if progress is not None and not callable(progress):
         raise InputError("progress must be a function taking a dict, or None")
-    runs = []
-    try:
-        for source in sources:
-            report = None if progress is None else (lambda p, s=source: progress({**p, "source": s}))
-            try:
-                runs.append(index.start_ingest(source, force=force, progress=report, shared=True))
-            except CastfinderError as exc:  # this source only: the others still run
-                log.info("%s: not ingested: %s", source, exc)
-                runs.append(NotOpened(source, exc))
-    except BaseException:  # interrupted while opening: the ones started stop cleanly
-        for run in runs:
+    runs: list = [None] * len(sources)
+    unexpected: list[BaseException] = []
+    lock = threading.Lock()
+    cancelled = threading.Event()
+
+    def open_one(i: int, source: str) -> None:
+        report = None if progress is None else (lambda p, s=source: progress({**p, "source": s}))
+        try:
+            run = index.start_ingest(source, force=force, progress=report, shared=True)
+        except CastfinderError as exc:  # this source only: the others still run
+            log.info("%s: not ingested: %s", source, exc)
+            run = NotOpened(source, exc)
+        except BaseException as exc:  # not the source's fault: every source stops, the caller hears it
+            with lock:
+                unexpected.append(exc)
+            cancelled.set()
+            return
+        with lock:
+            runs[i] = run
+            late = cancelled.is_set()
+        if late:  # the caller gave up while this one was opening
             run.stop()
+
+    threads = [threading.Thread(target=open_one, args=(i, s), name=f"open {s}", daemon=True)
+               for i, s in enumerate(sources)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():  # short joins: Ctrl-C reaches this thread while sources open
+                t.join(0.2)
+    except BaseException:
+        _cancel(runs, lock, cancelled)
         raise
+    if unexpected:
+        _cancel(runs, lock, cancelled)
+        raise unexpected[0]
     return runs
+
+
+def _cancel(runs: list, lock: threading.Lock, cancelled: threading.Event) -> None:
+    """Stop every source started so far; one still opening stops itself once open."""
+    with lock:
+        cancelled.set()
+        started = [r for r in runs if r is not None]
+    for run in started:
+        run.stop()
 
 
 def record(run) -> dict:

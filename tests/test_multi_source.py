@@ -271,6 +271,52 @@ def test_a_failing_and_a_stalled_source_hold_nobody_up(tmp_path, cfg, models, al
     assert stopped.status in ("stopped", "done") and stopped.shots >= 1  # what came before the freeze is indexed
 
 
+def test_a_source_slow_to_open_delays_none_after_it(tmp_path, preset):
+    """A URL whose server answers only once the file listed after it has started (or after 20 s): the
+    sources open at once, so the file starts while the URL is still opening. One after another, the
+    file would wait for the URL's 10-s open timeout."""
+    import castfinder
+
+    released, answered = threading.Event(), []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            released.wait(20)
+            answered.append(time.monotonic())
+            self.send_error(404)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    httpd, base = serve_http(Slow)
+    idx = castfinder.open_index(tmp_path / "index", str(preset), url_prefixes=[base + "/"])
+    started = {}
+    real_start = idx.start_ingest
+
+    def start_ingest(source, **kw):  # the real call, timed
+        run = real_start(source, **kw)
+        started[source] = time.monotonic()
+        if source == str(clip("herapheri")):
+            released.set()
+        return run
+
+    idx.start_ingest = start_ingest
+    try:
+        runs = idx.start_ingest_many([base + "/slow.mp4", clip("herapheri")])
+        slow, steady = runs
+        with pytest.raises(CastfinderError, match="404|not found|Not Found"):
+            slow.wait()
+        assert steady.wait(300)["status"] == "done"
+    finally:
+        released.set()
+        idx.close()
+        httpd.shutdown()
+        httpd.server_close()
+    assert answered and started[str(clip("herapheri"))] < answered[0], "the file waited for the URL to open"
+
+
 # --- the GPU paths fall back to the CPU cleanly where there is no GPU ------------------------------
 def test_gpu_decoding_falls_back_to_the_cpu(monkeypatch):
     from av.codec.hwaccel import HWAccel
