@@ -45,6 +45,7 @@ class CastParams:
     best_q: int = 1                  # track vector: best face (1, the paper) or mean of the best q
     min_quality: float = 0.15        # tracks whose best face is worse are treated as faceless
     method: str = "finch"            # batch clustering: finch (no parameter) | ducros (per-cluster thresholds)
+    coherence: float = 0.8           # finch: the bound on a cluster's spread (index/finch.py; 0: none)
     face_metric: str = "wccn"        # wccn | lda | none: the video's own face metric (index/face_metric.py),
                                      # refitted and stored as shots close (for search), none = not fitted
     cluster_in_metric: bool = False  # batch clustering in that metric rather than on the raw vectors
@@ -59,7 +60,8 @@ def params_from_config(cfg, feature: str) -> CastParams:
     """The cast settings of a preset (castfinder.core.config.CastConfig) for one face feature."""
     from .tracks import TrackParams
     return CastParams(feature=feature, metric=cfg.metric, threshold=cfg.threshold, best_q=cfg.best_q,
-                      min_quality=cfg.min_quality, method=cfg.method, face_metric=cfg.face_metric,
+                      min_quality=cfg.min_quality, method=cfg.method, coherence=cfg.coherence,
+                      face_metric=cfg.face_metric,
                       cluster_in_metric=cfg.cluster_in_metric, track=TrackParams(f_min=cfg.f_min))
 
 
@@ -247,7 +249,7 @@ class Cast:
                 return result
             labels = result.labels
         else:
-            labels = finch(space, shots).labels
+            labels = finch(space, shots, coherence=self.p.coherence).labels
         k = int(labels.max()) + 1 if len(labels) else 0
         x = np.asarray(vecs, np.float64)
         means = np.stack([x[labels == i].mean(0) for i in range(k)])
@@ -273,7 +275,7 @@ class Cast:
         """What the stored batch clusters were built from: the tracks, and the settings that shape the
         clusters. Either changing (a new shot, another method) clusters the video again."""
         p = self.p
-        return f"{tracks}:{p.method}:{p.metric}:{p.threshold}:{p.face_metric}:{p.cluster_in_metric}"
+        return f"{tracks}:{p.method}:{p.metric}:{p.threshold}:{p.face_metric}:{p.cluster_in_metric}:{p.coherence}"
 
     # --- reading and naming ---------------------------------------------------------------------
     def clusters(self, video_id: int, faces_per_cluster: int = 12) -> list[dict]:

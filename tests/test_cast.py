@@ -57,9 +57,10 @@ def test_cli_cast_scores_name_and_query_by_name(friends_index, models, tmp_path)
     assert clusters and doc["sheet"] and (tmp_path / "copy" / "cast" / "video1" / "cast.png").stat().st_size > 5000
     for cl in clusters:
         assert cl["screen_time_s"] > 0 and cl["shots"] and cl["faces"]
-    # score against the truth: BCubed over labelled tracks (FINCH, the default: measured P 0.897, R 0.577,
-    # F 0.702, purity 0.923 on 13 labelled tracks; one of them, a track that slides from Rachel to Joey,
-    # is in a Joey cluster: no clustering can make that track pure)
+    # score against the truth: BCubed over labelled tracks (FINCH, the default: measured P 0.897, R 0.500,
+    # F 0.642, purity 0.923 on 13 labelled tracks; one of them, a track that slides from Rachel to Joey,
+    # is in a Joey cluster: no clustering can make that track pure. Without the coherence bound R was 0.577,
+    # F 0.702: the bound keeps Phoebe's two shots apart here, and takes devhard's catch-alls apart)
     store = IndexStore(path)
     rows = [dict(r) for r in store.catalogue.conn.execute(
         "SELECT id, start_s, end_s, vec, cluster_id FROM tracks WHERE vec IS NOT NULL ORDER BY id")]
@@ -68,7 +69,7 @@ def test_cli_cast_scores_name_and_query_by_name(friends_index, models, tmp_path)
     labels = label_tracks(truth("friends"), rows, ref_vectors(models))
     score = bcubed(labels, [t["cluster_id"] for t in rows])
     print(score)
-    assert score["items"] >= 8 and score["purity"] >= 0.9 and score["bcubed_f"] >= 0.65
+    assert score["items"] >= 8 and score["purity"] >= 0.9 and score["bcubed_f"] >= 0.6
 
     # name the cluster holding most of Ross's tracks, then query with no photos
     ross = max({t["cluster_id"] for t, l in zip(rows, labels) if l == "Ross"},

@@ -143,7 +143,7 @@ def test_fast_algorithm_matches_the_plain_one(seed):
 
 # --- FINCH with cannot-link constraints (index/finch.py) -----------------------------------------
 
-from castfinder.index.finch import finch  # noqa: E402
+from castfinder.index.finch import cosine_matrix, finch  # noqa: E402
 
 
 def _groups_ok(labels, groups):
@@ -193,6 +193,32 @@ def test_finch_gate_stops_at_the_distance_of_known_different_people():
     res = finch(vecs, groups)
     assert res.labels[0] == res.labels[1] == res.labels[2]
     assert len({res.labels[0], res.labels[3], res.labels[4]}) == 3
+
+
+def test_finch_coherence_stops_a_chain_of_look_alikes():
+    """Twelve tracks on an arc, each a short step from the next (a blurred face near everyone), and
+    two people seen together (the video's known-different distance). First-neighbour links would
+    chain the arc into one catch-all; with the coherence bound every cluster's tracks average closer
+    than 0.8x the typical known-different distance, and the two known people stay whole."""
+    rng = np.random.default_rng(5)
+    a, b = unit(rng.normal(size=64)), unit(rng.normal(size=64))
+    arc = [unit(np.cos(t) * a + np.sin(t) * b) for t in np.linspace(0, 1.6, 12)]  # steps of ~0.01, mean pair ~0.22
+    p, q = unit(rng.normal(size=64)), unit(rng.normal(size=64))
+    p_tracks = [unit(p + rng.normal(0, 0.03, 64)) for _ in range(3)]
+    q_tracks = [unit(p + 0.5 * unit(q - p) + rng.normal(0, 0.03, 64)) for _ in range(3)]  # q near p
+    vecs = np.stack(arc + p_tracks + q_tracks)
+    groups = [f"arc{i}" for i in range(12)] + ["s1", "s2", "s3", "s1", "s2", "s3"]  # p and q share shots
+    chained = finch(vecs, groups, coherence=None)
+    assert len(set(chained.labels[:12])) == 1                             # the catch-all
+    res = finch(vecs, groups)
+    assert len(set(res.labels[:12])) > 1
+    d = cosine_matrix(vecs)
+    for c in set(res.labels.tolist()):
+        idx = np.flatnonzero(res.labels == c)
+        if len(idx) > 1:
+            assert d[np.ix_(idx, idx)][np.triu_indices(len(idx), 1)].mean() < 0.8 * res.typical
+    assert len(set(res.labels[12:15])) == 1 and len(set(res.labels[15:])) == 1
+    assert res.labels[12] != res.labels[15] and not set(res.labels[12:]) & set(res.labels[:12])
 
 
 def test_finch_on_real_tracks_keeps_shots_apart(friends_index):
