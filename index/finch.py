@@ -184,6 +184,8 @@ def finch(vectors: np.ndarray, groups, gate: str | None = "cannot-link", max_lev
         typical = float(np.median(near)) if len(near) else None
     gated = typical is not None
     bound = coherence * typical if gated and coherence else None
+    if bound is None:
+        item_dist = None  # no coherence sums: the N x N matrix need not outlive the gate
     labels = np.arange(n, dtype=np.int64)
     partitions: list[np.ndarray] = []
     for _ in range(max_levels):
@@ -195,7 +197,10 @@ def finch(vectors: np.ndarray, groups, gate: str | None = "cannot-link", max_lev
         cgroups = [set() for _ in range(k)]
         for i, c in enumerate(labels):
             cgroups[c] |= groups[i]
-        items = [np.flatnonzero(labels == c) for c in range(k)] if bound is not None else None
+        items = None
+        if bound is not None:  # the tracks under each cluster: one sort, not a scan of all tracks per cluster
+            order = np.argsort(labels, kind="stable")
+            items = np.split(order, np.cumsum(np.bincount(labels, minlength=k))[:-1])
         step = first_neighbour_step(cosine_matrix(sums), cgroups, gated, typical, items, item_dist, bound)
         if step.max() + 1 == k:
             break
