@@ -14,7 +14,7 @@ from pathlib import Path
 from .core.config import load_config
 from .core.errors import CastfinderError, InputError
 from .core.paths import writable_dir
-from .cli_common import config_from_args, interrupt_on_signals, print_shots, stop_on_signals
+from .cli_common import config_from_args, ingest_line, interrupt_on_signals, print_shots, stop_on_signals
 from .timefmt import hms
 
 log = logging.getLogger("castfinder")
@@ -131,20 +131,7 @@ def cmd_ingest(args) -> int:
         summary = run.start().wait()
         bar.close()
     result = run.job.result
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    elif result.reused:
-        print(f"video {result.video_id} already indexed ({result.shots} shots, {result.vectors} vectors); "
-              f"reusing it (--force rebuilds)")
-    else:
-        print(f"video {result.video_id}: {result.status}, {result.indexed_until_s:.1f} s indexed in {result.wall_s:.1f} s "
-              f"({result.realtime_factor:.2f}x real time); {result.shots} shots, {result.frames} frames kept "
-              f"({result.frames_dropped} near-duplicates dropped of {result.frames_sampled} sampled), "
-              f"{result.faces} faces, {result.vectors} vectors")
-        for start, end in result.damaged_spans:
-            print(f"  damaged data skipped: {hms(start)} - {hms(end) if end != float('inf') else 'end'}")
-        if result.warning:
-            print(f"  warning: {result.warning}")
+    print(json.dumps(summary, indent=1) if args.json else ingest_line(summary))
     if args.show_shots and not args.json:
         with open_index(args.index) as idx:
             print_shots(idx, result.video_id)

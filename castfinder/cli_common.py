@@ -1,5 +1,5 @@
 """What the `castfinder` commands share (cli.py and cli_many.py): the preset from the options, how Ctrl-C
-and SIGTERM stop a command or an ingest, and the shot listing an ingest ends with."""
+and SIGTERM stop a command or an ingest, the line that sums up an ingest, and the shot listing it ends with."""
 
 from __future__ import annotations
 
@@ -82,3 +82,20 @@ def print_shots(idx, video_id: int, as_json: bool = False) -> None:
     for s in shots:
         print(f"{s['shot']:>5}  {hms(s['start_s'])}  {hms(s['end_s'])}  {s['frames']:>6}  {s['faces']:>5}"
               + ("" if s["closed"] else "  (open)"))
+
+
+def ingest_line(doc: dict, name: str | None = None) -> str:
+    """An ingest's record (IngestResult.record) as the lines the CLI prints; name: the source's short
+    name, shown when several sources ran together."""
+    video = f"video {doc['video']}" + (f" ({name})" if name else "")
+    if doc.get("reused"):
+        return f"{video}: already indexed ({doc['shots']} shots, {doc['vectors']} vectors); reused (--force rebuilds)"
+    line = (f"{video}: {doc['status']}, {doc['indexed_until_s']:.1f} s indexed in {doc['wall_s']:.1f} s "
+            f"({doc['realtime_factor']:.2f}x real time); {doc['shots']} shots, {doc['frames']} frames kept "
+            f"({doc['frames_dropped']} near-duplicates dropped of {doc['frames_sampled']} sampled), "
+            f"{doc['faces']} faces, {doc['vectors']} vectors")
+    for start, end in doc.get("damaged_spans") or []:
+        line += f"\n  damaged data skipped: {hms(start)} - {hms(end) if end is not None else 'end'}"
+    if doc.get("warning"):
+        line += f"\n  warning: {doc['warning']}"
+    return line

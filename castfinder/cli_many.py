@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_common import INTERRUPTED, config_from_args, print_shots, stop_on_signals
-from .timefmt import hms
+from .cli_common import INTERRUPTED, config_from_args, ingest_line, print_shots, stop_on_signals
 
 
 class _AllJobs:
@@ -75,21 +74,6 @@ class _Bars:
             bar.close()
 
 
-def _line(doc: dict, names: dict[str, str]) -> str:
-    name = names.get(doc["source"], doc["source"])
-    if doc.get("reused"):
-        return f"video {doc['video']} ({name}): already indexed ({doc['shots']} shots, {doc['vectors']} vectors); reused"
-    line = (f"video {doc['video']} ({name}): {doc['status']}, {doc['indexed_until_s']:.1f} s indexed in "
-            f"{doc['wall_s']:.1f} s ({doc['realtime_factor']:.2f}x real time); {doc['shots']} shots, "
-            f"{doc['frames']} frames kept ({doc['frames_dropped']} near-duplicates dropped of "
-            f"{doc['frames_sampled']} sampled), {doc['faces']} faces, {doc['vectors']} vectors")
-    for start, end in doc.get("damaged_spans") or []:
-        line += f"\n  damaged data skipped: {hms(start)} - {hms(end) if end is not None else 'end'}"
-    if doc.get("warning"):
-        line += f"\n  warning: {doc['warning']}"
-    return line
-
-
 def _error_line(doc: dict) -> str:
     error = doc["error"]
     where = "" if error.startswith(doc["source"]) else f"{doc['source']}: "
@@ -136,7 +120,7 @@ def cmd_ingest_many(args) -> int:
         names = short_names([d["source"] for d in docs])
         for doc in docs:
             if doc["status"] != "failed" or doc.get("video") is not None:
-                print(_line(doc, names) if doc.get("shots") is not None else f"video {doc['video']}: failed")
+                print(ingest_line(doc, names.get(doc['source'], doc['source'])) if doc.get("shots") is not None else f"video {doc['video']}: failed")
         print(f"{len(docs)} sources together: {len(docs) - len(failed)} indexed, {len(failed)} failed; "
               f"{indexed:.1f} s of video in {wall:.1f} s ({indexed / wall if wall > 0 else 0:.2f}x real time "
               f"in all)")
