@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from castfinder.index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, map_to_true, ranx_metrics,
-                              relevant_shots)
+from castfinder.index.evaluation import (average_precision, ceiling_ap, cut_precision_recall, interpolated_pr, map_to_true,
+                              ranx_metrics, relevant_shots, true_shot_at, visible_shots)
 
 from .core.config import Config, load_config
 from .core.errors import CastfinderError, InputError
@@ -196,15 +196,49 @@ class Evaluator:
         shots, labels = [x for x, _ in pairs], [k for _, k in pairs]
         return cast_f1(clip.truth, list(clip.characters), cluster_true_shots(clip.truth, spans, shots, labels))
 
-    def clip_rows(self, cfg: Config, res: dict) -> list[dict]:
-        """Per clip: MAP, faces found, shots, real-time factor of its ingest, cast F1."""
+    def face_shots(self, cfg: Config, clip: Clip) -> set[int]:
+        """The clip's true shots in which the index holds at least one face (anyone's)."""
+        store, vid = self.ingest(cfg, clip)
+        rows = store.catalogue.conn.execute(
+            "SELECT f.time_s FROM frames f WHERE f.video_id=? AND EXISTS (SELECT 1 FROM faces fc WHERE fc.frame_id=f.id)",
+            (vid,)).fetchall()
+        return {t for t in (true_shot_at(clip.truth, r[0]) for r in rows) if t is not None}
+
+    def losses(self, cfg: Config, res: dict) -> dict:
+        """Per query, where its AP is lost: the true shots where the character is present, those where
+        the face can be seen, those of these where the index found a face (anyone's: an upper bound),
+        and two ceilings: the AP had every found shot ranked first (what better ranking alone could
+        reach), and had every visible face been found and ranked first (what better detection adds).
+        Shots where the character shows only the back of the head stay where the system put them."""
+        out = {}
+        for clip in self.clips:
+            queries = [q for q in res["ap"] if q.split("/")[0] == clip.name]
+            if not queries:
+                continue
+            faces = self.face_shots(cfg, clip)
+            for q in queries:
+                character = q.split("/", 1)[1]
+                relevant, ranked = res["relevants"][q], res["rankings"][q]
+                visible = visible_shots(clip.truth, character) & relevant
+                found = visible & faces
+                out[q] = {"ap": round(res["ap"][q], 4), "present": len(relevant), "visible": len(visible),
+                          "face_found": len(found), "ceiling_found": round(ceiling_ap(ranked, relevant, found), 4),
+                          "ceiling_visible": round(ceiling_ap(ranked, relevant, visible), 4)}
+        return out
+
+    def clip_rows(self, cfg: Config, res: dict, losses: dict | None = None) -> list[dict]:
+        """Per clip: MAP (and its ceilings, see losses()), faces found, shots, real-time factor of its
+        ingest, cast F1."""
         rows = []
         for clip in self.clips:
             store, vid = self.ingest(cfg, clip)
             row, counts = store.catalogue.video(vid), store.catalogue.counts(vid)
             wall = (row["updated_at"] or 0) - (row["created_at"] or 0)  # also right for an index reused from an earlier run
             aps = [v for q, v in res["ap"].items() if q.split("/")[0] == clip.name]
+            mine = [v for q, v in (losses or {}).items() if q.split("/")[0] == clip.name]
             out = {"clip": clip.name, "map": round(float(np.mean(aps)), 4) if aps else None, "queries": len(aps),
+                   "map_ceiling_found": round(float(np.mean([v["ceiling_found"] for v in mine])), 4) if mine else None,
+                   "map_ceiling_visible": round(float(np.mean([v["ceiling_visible"] for v in mine])), 4) if mine else None,
                    "faces": counts["faces"], "shots": counts["shots"],
                    "realtime_factor": round((row["indexed_until_s"] or 0) / wall, 2) if wall > 0 else None}
             if clip.characters and cfg.cast.enabled:
@@ -289,8 +323,9 @@ def run_eval(data: str, configs: list[str], out: str, clips: list[str] | None = 
         metrics = ranx_metrics(res["rankings"], res["relevants"], KS)
         for q, ap in res["ap"].items():  # the README rule's AP, checked against ranx's
             metrics["per_query"][q]["ap"] = round(ap, 4)
+        losses = ev.losses(cfg, res)
         entry = {"map": round(res["map"], 4), "metrics": metrics, "shots": ev.shot_boundaries(cfg),
-                 "clips": ev.clip_rows(cfg, res),
+                 "clips": ev.clip_rows(cfg, res, losses), "losses": losses,
                  "rankings": res["rankings"], "relevant": {q: sorted(s) for q, s in res["relevants"].items()}}
         curves = {q: interpolated_pr(res["rankings"][q], res["relevants"][q]) for q in res["rankings"]}
         entry["pr_curves"] = plots.pr_curves(curves, ev.out / cfg.name, title=f"preset {cfg.name}")
@@ -320,21 +355,35 @@ def markdown(report: dict) -> str:
     for n in names:
         rows = report["presets"][n].get("clips") or []
         if rows:
-            lines += ["", f"## Per clip ({n})", "", "| clip | MAP | queries | faces | shots | real-time factor | cast F1 | clusters |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += ["", f"## Per clip ({n})", "", "MAP ceilings: found faces ranked first / every visible face found "
+                      "and ranked first (Where queries lose, below).", "",
+                      "| clip | MAP | MAP ceilings | queries | faces | shots | real-time factor | cast F1 | clusters |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
             for r in rows:
-                f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
-                lines.append(f"| {r['clip']} | {f(r['map'])} | {r['queries']} | {r['faces']} | {r['shots']} | "
+                lines.append(f"| {r['clip']} | {f(r['map'])} | {f(r.get('map_ceiling_found'))} / "
+                             f"{f(r.get('map_ceiling_visible'))} | {r['queries']} | {r['faces']} | {r['shots']} | "
                              f"{f(r['realtime_factor'], 2)} | {f(r.get('cast_f1'))} | {f(r.get('clusters'))} |")
             cf = [v for r in rows for v in (r.get("cast_f1_per_character") or {}).values()]
             if cf:  # cast F1 over all queried characters, as MAP is over all queries
-                lines.append(f"| all | {report['presets'][n]['map']:.3f} | | | | | {float(np.mean(cf)):.3f} | |")
+                lines.append(f"| all | {report['presets'][n]['map']:.3f} | | | | | | {float(np.mean(cf)):.3f} | |")
     lines += ["", "## Per character (AP)", "", "| clip/character | " + " | ".join(names) + " |",
               "|---" * (1 + len(names)) + "|"]
     queries = list(report["presets"][names[0]]["metrics"]["per_query"])
     for q in queries:
         lines.append(f"| {q} | " + " | ".join(f"{report['presets'][n]['metrics']['per_query'].get(q, {}).get('ap', 0):.3f}"
                                                for n in names) + " |")
+    losses = report["presets"][names[0]].get("losses") or {}
+    if losses:
+        lines += ["", f"## Where queries lose ({names[0]})", "",
+                  "True shots where the character is present, where the face can be seen, and where the index found "
+                  "a face (anyone's); the AP had every found shot ranked first, and had every visible face been found "
+                  "and ranked first.", "",
+                  "| clip/character | AP | present | face visible | face found | AP, found first | AP, all visible found |",
+                  "|---|---|---|---|---|---|---|"]
+        for q, v in losses.items():
+            lines.append(f"| {q} | {v['ap']:.3f} | {v['present']} | {v['visible']} | {v['face_found']} | "
+                         f"{v['ceiling_found']:.3f} | {v['ceiling_visible']:.3f} |")
     lines += ["", "## Shot boundaries (a cut within 2 frames counts)", "", "| clip | " +
               " | ".join(f"{n} P / R" for n in names) + " |", "|---" * (1 + len(names)) + "|"]
     for i, row in enumerate(report["presets"][names[0]]["shots"]):

@@ -39,6 +39,18 @@ def relevant_shots(truth: dict, character: str) -> set[int]:
     return {s["index"] for s in truth["shots"] if character in s["present"]}
 
 
+def visible_shots(truth: dict, character: str) -> set[int]:
+    """True shots where the character's face can be seen (present also counts backs of heads)."""
+    return {s["index"] for s in truth["shots"] if character in s.get("faces", [])}
+
+
+def ceiling_ap(ranked_true: list[int], relevant: set[int], first: set[int]) -> float:
+    """AP had the shots in `first` been ranked first, the rest keeping their order: with `first` the
+    relevant shots where a face was found, how far perfect face ranking alone could lift a query."""
+    first = set(first) & set(relevant)
+    return average_precision(sorted(first) + [s for s in ranked_true if s not in first], relevant)
+
+
 def precision_at(ranked_true: list[int], relevant: set[int], k: int) -> float:
     return sum(1 for s in ranked_true[:k] if s in relevant) / k
 

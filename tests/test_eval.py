@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from castfinder.index.evaluation import (average_precision, cut_precision_recall, interpolated_pr, precision_at, ranx_metrics,
-                              recall_at)
+from castfinder.index.evaluation import (average_precision, ceiling_ap, cut_precision_recall, interpolated_pr, precision_at,
+                              ranx_metrics, recall_at)
 
 from conftest import DATA, DEV, run_cli
 
@@ -28,6 +28,10 @@ def test_metrics_on_hand_made_rankings():
     assert m["overall"]["map"] == pytest.approx((5 / 6 + 0 + 1) / 3)
     assert m["per_query"]["a"]["precision@5"] == pytest.approx(0.4) and m["per_query"]["a"]["recall@1"] == 0.5
     assert cut_precision_recall([10, 50], [11, 80]) == (0.5, 0.5)
+    # the ceiling: shot 2 (a face found) moves to the top, the rest keep their order
+    assert ceiling_ap([5, 1, 7, 2], relevant, {2}) == pytest.approx((1 + 2 / 3) / 2)
+    assert ceiling_ap(ranked, relevant, set()) == average_precision(ranked, relevant)
+    assert ceiling_ap([5, 7], {1, 2, 3}, {1, 2}) == pytest.approx(2 / 3)      # a shot never returned stays lost
 
 
 def test_eval_end_to_end_on_one_clip(tmp_path):
@@ -43,6 +47,13 @@ def test_eval_end_to_end_on_one_clip(tmp_path):
             assert v["map"] == pytest.approx(v["ap"], abs=1e-4), q        # ranx agrees with the README rule
         assert entry["shots"][0]["precision"] == 1.0 and entry["shots"][0]["recall"] == 1.0
         assert all((out / preset / f).exists() for f in ("pr_all.png", "pr_friends_Joey.png"))
+    # where queries lose: every friends character's face is found in each of its shots, and ranked first
+    losses = report["presets"]["default"]["losses"]
+    assert set(losses) == set(report["presets"]["default"]["metrics"]["per_query"])
+    for q, v in losses.items():
+        assert v["present"] >= v["visible"] >= v["face_found"] >= 1, q
+        assert v["ap"] <= v["ceiling_found"] <= v["ceiling_visible"] + 1e-9, q
+    assert "## Where queries lose (default)" in r.stdout
     rows = {row["change"]: row for row in report["ablation"]}
     assert rows["dedup: none"]["map"] is not None and rows["fusion: rrf"]["map"] is not None
     assert "weights" in rows["face embedder: arcface"]["skipped"]         # not installed here: skipped with a reason
