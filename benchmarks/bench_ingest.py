@@ -4,6 +4,7 @@ models), measured in one run so the ratio is fair on a noisy machine.
 
     python benchmarks/bench_ingest.py [--clip friends] [--repeat 1]
     python benchmarks/bench_ingest.py --vs-before [--repeat 2]   # today's default vs the previous one
+    python benchmarks/bench_ingest.py --ab dark_look_luma=0.3 --clips PATH ...   # one setting on and off
 
 --vs-before ingests the 360p dev clips with the previous default's settings (no small-face pass,
 no flip-averaging, the content-only cut detector) and with today's, interleaved (A B A B ...) in
@@ -95,31 +96,39 @@ def stage_throughput() -> dict:
 
 
 # what the default preset was before the small-face pass, flip-averaging and the new cut detector
-BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "frame_vector_fps": 5.0, "dedup_max_gap_s": 0.0, "shot_detector": "content", "shot_threshold": 20.0,
+BEFORE = {"small_face_px": 0, "face_flip": False, "face_context": False, "dark_look_luma": 0.0, "frame_vector_fps": 5.0, "dedup_max_gap_s": 0.0, "shot_detector": "content", "shot_threshold": 20.0,
           "shot_min_len_s": 0.5}
 CLIPS_360P = ["friends", "herapheri", "testvideo"]
 
 
-def vs_before(config: str, repeat: int, overrides: dict | None = None) -> None:
+def vs_before(config: str, repeat: int, overrides: dict | None = None, ab: dict | None = None,
+              clips: list[str] | None = None) -> None:
+    """ab: compare the preset without and with these settings instead of the previous default."""
     import dataclasses
     now = load_config(config, {"ingest": overrides} if overrides else None).ingest
-    before = dataclasses.replace(now, **{k: v for k, v in BEFORE.items() if hasattr(now, k)})
+    if ab:
+        before, now = now, dataclasses.replace(now, **ab)
+    else:
+        before = dataclasses.replace(now, **{k: v for k, v in BEFORE.items() if hasattr(now, k)})
     models = {"before": Models(before), "now": Models(now)}
     cfgs = {"before": before, "now": now}
+    paths = [c if Path(c).is_file() else str(DATA / c / "video.mp4") for c in (clips or CLIPS_360P)]
     run_pipeline(str(DATA / "avenger2" / "video.mp4"), now, models["now"])  # warm-up
     totals = {k: {"video_s": 0.0, "wall_s": 0.0, "faces": 0} for k in cfgs}
     rows = []
     for r in range(repeat):
-        for clip in CLIPS_360P:
+        for clip in paths:
             for key in (("before", "now") if r % 2 == 0 else ("now", "before")):
-                res = run_pipeline(str(DATA / clip / "video.mp4"), cfgs[key], models[key])
+                res = run_pipeline(clip, cfgs[key], models[key])
                 for k in ("video_s", "wall_s", "faces"):
                     totals[key][k] += res[k]
                 rows.append({"run": r, "clip": clip, "preset": key, **{k: round(v, 3) for k, v in res.items()}})
                 print(f"run {r} {clip:10s} {key:6s} {res['rtf']:.2f}x real time, {res['faces']} faces", flush=True)
     rtf = {k: t["video_s"] / t["wall_s"] for k, t in totals.items()}
     print(json.dumps({"runs": rows, "totals": totals}, indent=1))
-    print(f"\n360p dev clips ({', '.join(CLIPS_360P)}), {repeat} run(s) each: before {rtf['before']:.2f}x, "
+    names = ", ".join(Path(c).parent.name for c in paths)
+    what = f"without / with {ab}" if ab else "before / now"
+    print(f"\n{what}, clips ({names}), {repeat} run(s) each: before {rtf['before']:.2f}x, "
           f"now {rtf['now']:.2f}x real time; now / before = {rtf['now'] / rtf['before']:.2f} "
           f"(faces {totals['before']['faces']} -> {totals['now']['faces']})")
 
@@ -132,11 +141,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="with --vs-before: an ingest setting for 'now', e.g. small_face_probe_every=2 (YAML value)")
+    ap.add_argument("--ab", action="append", default=[], metavar="KEY=VALUE",
+                    help="the preset without and with this ingest setting, interleaved (instead of the previous default)")
+    ap.add_argument("--clips", nargs="+", help="with --vs-before / --ab: dev clip names or video paths (default: the 360p dev clips)")
     args = ap.parse_args()
-    if args.vs_before:
+    if args.vs_before or args.ab:
         import yaml
-        overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
-        return vs_before(args.config, args.repeat, overrides)
+        parse = lambda items: {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in items)}  # noqa: E731
+        return vs_before(args.config, args.repeat, parse(args.set), parse(args.ab), args.clips)
     cfg = load_config(args.config).ingest
     src = str(DATA / args.clip / "video.mp4")
     models = Models(cfg)

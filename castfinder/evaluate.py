@@ -27,6 +27,8 @@ INDEX_FIELDS = ("analysis_width", "sample_fps", "shot_detector", "shot_threshold
                 "dedup_similarity", "dedup_max_gap_s", "dbscan_eps", "min_face_px", "min_face_prob", "mtcnn_thresholds",
                 "face_embedders", "frame_embedders", "small_face_px", "small_face_probe_every", "face_flip",
                 "face_context", "frame_vector_fps", "small_face_full_probes", "face_chip_width")
+# ... and these only when set, so that indexes made before they existed keep their keys
+INDEX_FIELDS_WHEN_SET = ("dark_look_luma",)
 
 
 class Clip:
@@ -67,6 +69,7 @@ class Evaluator:
     # --- indexes and models ---------------------------------------------------------------------
     def index_dir(self, cfg: Config, clip: Clip) -> Path:
         key = {f: getattr(cfg.ingest, f) for f in INDEX_FIELDS}
+        key |= {f: getattr(cfg.ingest, f) for f in INDEX_FIELDS_WHEN_SET if getattr(cfg.ingest, f)}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
         return self.out / "indexes" / digest / clip.name
 
@@ -274,6 +277,7 @@ class Evaluator:
         rows.append(("small faces: probes with every fine level, once a second (before)",
                      {"small_face_full_probes": True, "small_face_probe_every": 5}, {}))
         rows.append(("flip-averaged face vectors: off", {"face_flip": False}, {}))
+        rows.append(("dark second look: off", {"dark_look_luma": 0.0}, {}))
         rows.append(("cut detector: content only, 0.5 s shots (before)",
                      {"shot_detector": "content", "shot_threshold": 20.0, "shot_min_len_s": 0.5}, {}))
         rows.append(("lenient reading of query photos: off", {}, {"query": {"lenient_photos": False}}))

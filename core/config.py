@@ -44,6 +44,9 @@ class IngestConfig:
     small_face_probe_every: int = 5
     small_face_full_probes: bool = True  # false: probes skip the largest fine level (faces ~12-17 px), 1/3 the cost
     min_face_prob: float = 0.9
+    # a probe frame darker than this (mean luma 0-1) where no face was found is looked at again after local
+    # contrast equalisation (CLAHE); its faces are still embedded from the frame's own pixels (0: never)
+    dark_look_luma: float = 0.0
     mtcnn_thresholds: list[float] = field(default_factory=lambda: [0.7, 0.8, 0.8])  # P/R/O-Net stages
     face_embedders: list[str] = field(default_factory=lambda: ["dlib-resnet"])
     face_flip: bool = True             # a face's vector is the mean of it and its mirror image (steadier)
@@ -182,6 +185,7 @@ RULES: dict[str, Rule] = {
     "ingest.min_face_prob": FRACTION,
     "ingest.small_face_px": Rule(ge=0, le=4096),
     "ingest.small_face_probe_every": Rule(ge=1, le=100_000),
+    "ingest.dark_look_luma": FRACTION,
     "ingest.face_chip_width": Rule(ge=0, le=7680),
     "ingest.frame_vector_fps": Rule(gt=0, le=1000),
     "ingest.mtcnn_thresholds": Rule(gt=0, le=1, length=3),
