@@ -18,7 +18,9 @@ PANELS = [
     ("Dedup ratio (dropped / sampled)", "percentunit", [
         ("sum(rate(castfinder_frames_dropped_duplicate_total[5m])) / sum(rate(castfinder_frames_sampled_total[5m]))",
          "dropped")], 8),
-    ("Faces per second", "short", [("sum by (video) (rate(castfinder_faces_detected_total[1m]))", "video {{video}}")], 8),
+    ("Faces per second", "short", [("sum by (video) (rate(castfinder_faces_detected_total[1m]))", "video {{video}}"),
+                                   ("sum by (video) (rate(castfinder_dark_second_looks_total[1m]))",
+                                    "dark frames looked at again, video {{video}}")], 8),
     ("Vectors indexed per second", "short", [("sum(rate(castfinder_vectors_indexed_total[1m]))", "vectors")], 8),
     ("Freshness lag p95 (decoded → searchable)", "s", [
         ("histogram_quantile(0.95, sum by (le) (rate(castfinder_freshness_lag_seconds_bucket[5m])))", "p95")], 8),

@@ -8,6 +8,8 @@ FRAMES_DECODED = Counter("castfinder_frames_decoded_total", "Frames decoded", ["
 FRAMES_SAMPLED = Counter("castfinder_frames_sampled_total", "Frames kept by the per-shot sampler", ["video"])
 FRAMES_DROPPED = Counter("castfinder_frames_dropped_duplicate_total", "Sampled frames dropped as near-duplicates", ["video"])
 FACES_DETECTED = Counter("castfinder_faces_detected_total", "Faces detected", ["video"])
+DARK_LOOKS = Counter("castfinder_dark_second_looks_total", "Dark faceless frames the detector looked at again, equalised",
+                     ["video"])
 VECTORS_INDEXED = Counter("castfinder_vectors_indexed_total", "Vectors added to the FAISS indexes", ["video", "feature"])
 SHOTS_CLOSED = Counter("castfinder_shots_closed_total", "Shots closed", ["video"])
 DAMAGED_PACKETS = Counter("castfinder_damaged_packets_total", "Packets skipped as undecodable", ["video"])

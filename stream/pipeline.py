@@ -31,6 +31,7 @@ from castfinder.models.mtcnn_detector import MTCNNDetector
 from castfinder.models.registry import make_face_embedder, make_frame_embedder
 
 from . import metrics as M
+from .dark_frames import equalised, mean_luma
 from .decode import VideoDecoder
 from .dedup import ConsecutiveDeduplicator, dbscan_keep
 from .face_context import context_descriptor
@@ -150,24 +151,10 @@ def detect_together(detector, parts: list) -> None:
     at = 0
     for job, batch in parts:
         batch.faces = faces[at:at + len(batch.items)]
+        M.DARK_LOOKS.labels(job.label).inc(sum(at <= i < at + len(batch.items) for i in again))
         at += len(batch.items)
         job._small_faces.seen([shot for shot, _ in batch.items], batch.fine, batch.faces)
         M.FACES_DETECTED.labels(job.label).inc(sum(len(f) for f in batch.faces))
-
-
-def mean_luma(image: np.ndarray) -> float:
-    """Mean brightness of an RGB uint8 image, 0-1 (a 4x subsample: enough for a mean)."""
-    x = image[::4, ::4].astype(np.float32)
-    return float((0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]).mean() / 255.0)
-
-
-def equalised(image: np.ndarray) -> np.ndarray:
-    """Local contrast equalisation (CLAHE on the L of Lab): a face in a dark scene the detector misses
-    stands out. Only the detector sees it."""
-    import cv2
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
-    lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
-    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
 def scaled_face(face, k: float):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from castfinder.stream.decode import VideoDecoder, VideoFrame
-from castfinder.stream.pipeline import Batch, SmallFacePlanner, detect_together, embed_together, equalised, mean_luma
+from castfinder.stream.dark_frames import equalised, mean_luma
+from castfinder.stream.pipeline import Batch, SmallFacePlanner, detect_together, embed_together
 
 from conftest import DATA, clip
 
@@ -77,18 +78,22 @@ def test_only_dark_faceless_probes_get_the_second_look(models, ingest_cfg, vehic
     friends = frames_between(clip("friends"), 3.0, 3.3)[:1]               # dark-ish too (luma ~0.25) but faces found
     items = [(0, VideoFrame(i, t, None, rgb=im)) for i, (t, im) in enumerate(vehicle)]
     items += [(1, VideoFrame(100, t, None, rgb=im)) for t, im in friends]
+    from castfinder.stream import metrics as M
+
     found = {}
     for luma in (0.0, 0.3):
+        looks = M.DARK_LOOKS.labels("test")._value.get()
         det = Counting(models.detector)
         batch = Batch(items=list(items))
         detect_together(det, [(_job(ingest_cfg, luma), batch)])
         found[luma] = batch.faces
         probes = sum(bool(f) for f in batch.fine)
         print(luma, det.calls, [len(f) for f in batch.faces], "probes", probes)
+        looked = M.DARK_LOOKS.labels("test")._value.get() - looks
         if luma == 0.0:
-            assert det.calls == [len(items)]
+            assert det.calls == [len(items)] and looked == 0
         else:  # one more call, for the vehicle's probe frames only (the friends frame had its faces)
-            assert det.calls == [len(items), sum(bool(f) for f in batch.fine[:len(vehicle)])]
+            assert det.calls == [len(items), sum(bool(f) for f in batch.fine[:len(vehicle)])] == [len(items), looked]
     assert not any(found[0.0][:len(vehicle)]) and any(found[0.3][:len(vehicle)])
     assert found[0.0][-1] and len(found[0.3][-1]) == len(found[0.0][-1])
 
